@@ -1,0 +1,5 @@
+"""`python -m perceptsr` (and `torchrun -m perceptsr`) run the CLI."""
+
+from perceptsr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""The generator table: every architecture a release file can hold, listed explicitly (no registry).
+
+Contract of every generator: built as `module(config)` from a frozen config dataclass with at least `scale`;
+attributes `config`, `scale: int` and `condition_scales: dict[str, int]` (condition name -> its size relative
+to the LR input; empty for unconditional nets); `forward(lr, **conditions)` maps N×3×h×w in [0,1] to
+N×3×(s·h)×(s·w) in the [0,1] convention, unclamped. Discriminators and VGG are not here: methods build them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from perceptsr.archs.bicubic import BICUBIC_SCALES, Bicubic, BicubicConfig
+from perceptsr.archs.srresnet import (
+    MSRRESNET_SCALES,
+    SRRESNET_SCALES,
+    MSRResNet,
+    MSRResNetConfig,
+    SRResNet,
+    SRResNetConfig,
+)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One table row: how to build an architecture and which scales it supports."""
+
+    module: type[nn.Module]  # built as module(config)
+    config: type  # frozen dataclass with at least `scale: int`
+    scales: tuple[int, ...]
+    tiny: Callable[[int], Any]  # a tiny config at a given scale, for tests
+    description: str
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "bicubic": ArchSpec(
+        module=Bicubic,
+        config=BicubicConfig,
+        scales=BICUBIC_SCALES,
+        tiny=lambda scale: BicubicConfig(scale=scale),
+        description="MATLAB bicubic upscaling (no parameters); the baseline",
+    ),
+    "srresnet": ArchSpec(
+        module=SRResNet,
+        config=SRResNetConfig,
+        scales=SRRESNET_SCALES,
+        tiny=lambda scale: SRResNetConfig(scale=scale, num_feat=8, num_block=1),
+        description="SRResNet, the SRGAN paper's generator (Ledig et al. 2017); also BasicSR-old SRResNet",
+    ),
+    "msrresnet": ArchSpec(
+        module=MSRResNet,
+        config=MSRResNetConfig,
+        scales=MSRRESNET_SCALES,
+        tiny=lambda scale: MSRResNetConfig(scale=scale, num_feat=8, num_block=2),
+        description="MSRResNet, BasicSR's modified SRResNet without BN (MSRGAN generator)",
+    ),
+}

@@ -1,0 +1,194 @@
+"""CLI commands around models and runs: train, export, eval, models, convert."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from perceptsr.errors import InputError
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from perceptsr.config import read_yaml
+    from perceptsr.engine.setup import load_train_config, parse_train_config
+    from perceptsr.engine.train import train
+
+    if args.resume is not None:
+        run_dir = args.resume
+        stored = run_dir / "config.yaml"
+        if not stored.is_file():
+            raise InputError(f"{run_dir} is not a run directory (no config.yaml)")
+        source = args.config or stored
+        config = load_train_config(source, args.set) if args.config else parse_train_config(read_yaml(stored), args.set)
+        resume = (run_dir / "checkpoints").is_dir()
+    else:
+        if args.config is None:
+            raise InputError("give a config file, or --resume RUN_DIR")
+        config = load_train_config(args.config, args.set)
+        run_dir = args.out or Path("runs") / args.config.stem
+        if (run_dir / "checkpoints").exists() and os.environ.get("RANK", "0") == "0":
+            raise InputError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick --out")
+        resume = False
+    if args.vgg_weights:
+        from dataclasses import replace
+
+        if not hasattr(config.model, "vgg_weights"):
+            raise InputError(f"method {config.method} uses no VGG loss")
+        config = replace(config, model=replace(config.model, vgg_weights=str(args.vgg_weights)))
+    train(config, run_dir, resume=resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run finished: {run_dir}", file=sys.stderr)  # noqa: T201
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from perceptsr.archs import ARCHS
+    from perceptsr.config import read_yaml
+    from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
+    from perceptsr.engine.setup import build_method, config_yaml, parse_train_config
+    from perceptsr.release import save_release
+
+    path = find(args.run, args.checkpoint)
+    config = parse_train_config(read_yaml(args.run / "config.yaml"))
+    checkpoint = load_checkpoint(path, with_state=False)
+    generator = build_method(config).generator
+    generator.load_state_dict(split_prefix(checkpoint.weights, "ema" if args.ema else "generator"), strict=True)
+    arch = next(name for name, spec in ARCHS.items() if type(generator) is spec.module)
+    step = checkpoint.meta["step"]
+    save_release(args.output, arch=arch, config=generator.config, state_dict=generator.state_dict(),
+                 extra={"method": config.method, "step": str(step), "weights": "ema" if args.ema else "raw",
+                        "train_config": config_yaml(config)}, overwrite=args.overwrite)
+    print(f"wrote {args.output} ({arch} x{generator.scale}, step {step})", file=sys.stderr)  # noqa: T201
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from perceptsr.engine.evaluate import evaluate
+    from perceptsr.inference import pick_device
+    from perceptsr.models import load_model
+
+    device = pick_device(args.device)
+    names = ["bicubic", *[m for m in args.model if m != "bicubic"]]
+    models = {name: load_model(name, scale=args.scale).to(device) for name in names}
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    protocol = None
+    for folder in args.data:
+        if not folder.is_dir():
+            raise InputError(f"dataset folder {folder} does not exist")
+        for name, model in models.items():
+            result = evaluate(model, folder, scale=args.scale, device=device, tile=args.tile, model_name=name,
+                              max_images=args.max_images, progress=not args.json)
+            results.setdefault(folder.name, {})[name] = result.mean
+            protocol = result.protocol
+    if args.json:
+        print(json.dumps({"protocol": protocol, "results": results}, allow_nan=True))  # noqa: T201
+        return 0
+    print(f"protocol: {protocol}")  # noqa: T201
+    for dataset, rows in results.items():
+        metrics = list(next(iter(rows.values())))
+        print(f"\n{dataset} x{args.scale}\n{'model':32s} " + " ".join(f"{m:>9s}" for m in metrics))  # noqa: T201
+        for name, values in rows.items():
+            print(f"{name[-32:]:32s} " + " ".join(f"{values[m]:9.4f}" for m in metrics))  # noqa: T201
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from perceptsr.archs import ARCHS
+    from perceptsr.models import BUNDLED, KNOWN_RELEASES, bundled_path, default_model
+
+    print("bundled models (perceptsr upscale --model NAME):")  # noqa: T201
+    print(f"  {'bicubic':14s} MATLAB bicubic, any scale (the baseline)")  # noqa: T201
+    for name, entry in BUNDLED.items():
+        state = "installed" if bundled_path(name) else "not in this install"
+        print(f"  {name:14s} x{entry.scale}  {entry.description} [{state}]")  # noqa: T201
+    print(f"default: {default_model()}\n\nreleased weights you can convert (perceptsr convert FILE):")  # noqa: T201
+    for name, how in KNOWN_RELEASES.items():
+        print(f"  {name}: {how}")  # noqa: T201
+    print("\narchitectures: " + ", ".join(ARCHS))  # noqa: T201
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from perceptsr.convert import convert_file
+
+    converted = convert_file(args.source, args.output, kind=args.kind, overwrite=args.overwrite)
+    print(f"wrote {args.output} ({converted.arch} x{converted.config.scale})", file=sys.stderr)  # noqa: T201
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from perceptsr.compare import side_by_side
+    from perceptsr.inference import pick_device, upscale_image
+    from perceptsr.io import list_images, read_image, write_image
+    from perceptsr.models import default_model, load_model
+
+    device = pick_device("auto")
+    names = list(dict.fromkeys(["bicubic", default_model()]))
+    inputs = list_images(args.inputs)
+    rows = []
+    for name in names:
+        model = load_model(name, scale=4).to(device)
+        for index, path in enumerate(inputs):
+            image = read_image(path)
+            sr, alpha = upscale_image(model, image, device=device)
+            write_image(args.output / name / f"{path.stem}.png", sr, alpha=alpha, grayscale=image.grayscale,
+                        overwrite=args.overwrite)
+            if len(rows) <= index:
+                rows.append({"LR (nearest)": image.rgb})
+            rows[index][name] = sr.clamp(0, 1)
+    comparison = args.output / "comparison.png"
+    write_image(comparison, side_by_side(rows, scale=4), overwrite=args.overwrite)
+    for name in names:
+        print(f"{name:12s} -> {args.output / name}/")  # noqa: T201
+    print(f"comparison   -> {comparison}")  # noqa: T201
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from perceptsr.cli import _positive, _scale
+
+    p = sub.add_parser("train", help="train a method from a YAML config (torchrun-aware)")
+    p.add_argument("config", nargs="?", type=Path, default=None, help="YAML config (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config value")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config name>)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a run from its checkpoint")
+    p.add_argument("--vgg-weights", type=Path, default=None, help="torchvision VGG19 state dict for perceptual losses")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="turn a run's checkpoint into a release file")
+    p.add_argument("run", type=Path, metavar="RUN_DIR")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--ema", action="store_true", help="export the EMA generator")
+    p.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("eval", help="PSNR/SSIM (Y, crop = scale) and NIQE per dataset, bicubic as baseline")
+    p.add_argument("--model", action="append", default=[], help="model name or file (repeatable)")
+    p.add_argument("--data", nargs="+", type=Path, required=True, help="HR dataset folders")
+    p.add_argument("--scale", type=_scale, required=True)
+    p.add_argument("--tile", type=_positive, default=None)
+    p.add_argument("--max-images", type=_positive, default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="upscale sample images with bicubic and the default model, plus a comparison")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="IN")
+    p.add_argument("-o", "--output", type=Path, default=Path("out/demo"))
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="list bundled models, convertible releases and architectures")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("convert", help="convert released weights (BasicSR, ...) into a perceptsr release file")
+    p.add_argument("source", type=Path, metavar="SRC")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="DST")
+    p.add_argument("--from", dest="kind", default=None, help="release kind (default: detected from the keys)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert)

@@ -1,0 +1,181 @@
+"""Foreign checkpoints -> release files.
+
+One pure `state -> Converted` function per released layout, listed in the ordered CONVERTERS table. A file is
+read without arbitrary pickles, `canonicalize`d once (wrappers and `module.` prefixes), matched by `detect`,
+converted by explicit key pairs with count/shape checks, loaded strictly into the target arch as a final
+check, and written with `release.save_release`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from perceptsr.archs import ARCHS
+from perceptsr.errors import CheckpointError, InputError
+from perceptsr.release import save_release
+from perceptsr.weights import read_tensor_file
+
+
+@dataclass
+class Converted:
+    """A converted checkpoint: what `release.save_release` needs."""
+
+    arch: str
+    config: Any
+    state_dict: dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Converter:
+    """One released layout: `detect` looks at the keys only, `convert` checks everything else."""
+
+    name: str
+    description: str
+    detect: Callable[[Mapping[str, Any]], bool]
+    convert: Callable[[Mapping[str, Any]], Converted]
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The top-level dict of a `.pth`/`.pt` (weights_only), `.safetensors` or `.npz` (no pickle) file."""
+    obj = read_tensor_file(path)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
+    return dict(obj)
+
+
+def canonicalize(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Unwrap `params_ema` (preferred) or `params` (BasicSR), else keep the dict; strip `module.` once."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"a checkpoint must be a dict, got {type(obj).__name__}")
+    for wrapper in ("params_ema", "params"):
+        inner = obj.get(wrapper)
+        if isinstance(inner, Mapping):
+            obj = inner
+            break
+    prefix = "module."
+    return {(k[len(prefix) :] if str(k).startswith(prefix) else str(k)): v for k, v in obj.items()}
+
+
+def remap(
+    state: Mapping[str, Any], pairs: Sequence[tuple[str, str]], reference: Mapping[str, Tensor], what: str
+) -> dict[str, Tensor]:
+    """Rename by explicit (ours, theirs) key pairs, checking counts and shapes against `reference`.
+
+    Every `reference` key must be paired exactly once (a converter bug otherwise); a missing source key, a
+    wrong shape or an unused source key is a CheckpointError naming the first such key. Values take the
+    reference's dtype (numpy arrays become tensors).
+    """
+    ours = [pair[0] for pair in pairs]
+    if sorted(ours) != sorted(reference):
+        raise RuntimeError(f"{what} converter does not pair exactly the target keys")
+    result: dict[str, Tensor] = {}
+    for our_key, their_key in pairs:
+        if their_key not in state:
+            raise CheckpointError(f"{what}: missing key {their_key!r}")
+        value = state[their_key]
+        if not isinstance(value, Tensor):
+            try:
+                value = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError):
+                raise CheckpointError(f"{what}: {their_key} is not a tensor") from None
+        expected = tuple(reference[our_key].shape)
+        if tuple(value.shape) != expected:
+            raise CheckpointError(
+                f"{what}: {their_key} has shape {list(value.shape)}, expected {list(expected)}"
+            )
+        result[our_key] = value.to(reference[our_key].dtype)
+    used = {pair[1] for pair in pairs}
+    unused = [key for key in state if key not in used]
+    if unused:
+        raise CheckpointError(f"{what}: unexpected key {unused[0]!r} ({len(unused)} key(s) not converted)")
+    return result
+
+
+def shape_of(state: Mapping[str, Any], key: str, what: str) -> tuple[int, ...]:
+    """The shape of `state[key]`, or a CheckpointError naming the missing key."""
+    if key not in state or not hasattr(state[key], "shape"):
+        raise CheckpointError(f"{what}: missing key {key!r}")
+    return tuple(state[key].shape)
+
+
+def count_indexed(state: Mapping[str, Any], template: str) -> int:
+    """How many consecutive i = 0, 1, ... have `template.format(i)` in `state` (e.g. blocks of a trunk)."""
+    count = 0
+    while template.format(count) in state:
+        count += 1
+    return count
+
+
+# Converter modules import the helpers above, so they are imported after them.
+from perceptsr.convert import basicsr  # noqa: E402
+
+CONVERTERS: dict[str, Converter] = {
+    "basicsr-msrresnet": Converter(
+        name="basicsr-msrresnet",
+        description="BasicSR v1 MSRResNet (conv_first, body.N.conv1/2, upconv1/2, conv_hr, conv_last)",
+        detect=basicsr.is_msrresnet_v1,
+        convert=basicsr.convert_msrresnet_v1,
+    ),
+    "basicsr-msrresnet-v0": Converter(
+        name="basicsr-msrresnet-v0",
+        description="BasicSR v0.x MSRResNet (conv_first, recon_trunk.N.conv1/2, upconv1/2, HRconv)",
+        detect=basicsr.is_msrresnet_v0,
+        convert=basicsr.convert_msrresnet_v0,
+    ),
+    "basicsr-srresnet-old": Converter(
+        name="basicsr-srresnet-old",
+        description="BasicSR-old noBN SRResNet, e.g. SRGAN_bicx4_noBN_DIV2K.pth (model.1.sub.N.res.0/2)",
+        detect=basicsr.is_srresnet_old,
+        convert=basicsr.convert_srresnet_old,
+    ),
+}
+
+
+def detect(state: Mapping[str, Any]) -> str:
+    """The name of the first converter recognising the (canonicalized) `state`."""
+    for name, converter in CONVERTERS.items():
+        if converter.detect(state):
+            return name
+    first = ", ".join(list(state)[:3]) or "no keys"
+    raise CheckpointError(
+        f"unrecognised checkpoint layout (keys start {first}); known kinds: {', '.join(CONVERTERS)}"
+    )
+
+
+def convert_state(state: Mapping[str, Any], *, kind: str | None = None) -> Converted:
+    """Convert a canonicalized state with converter `kind` (detected when None); checked by a strict load."""
+    if kind is None:
+        kind = detect(state)
+    elif kind not in CONVERTERS:
+        raise InputError(f"unknown checkpoint kind {kind!r}; known kinds: {', '.join(CONVERTERS)}")
+    converted = CONVERTERS[kind].convert(state)
+    model = ARCHS[converted.arch].module(converted.config)
+    try:
+        model.load_state_dict(converted.state_dict, strict=True)
+    except RuntimeError as error:
+        raise RuntimeError(f"{kind} converter produced weights that do not fit {converted.arch}") from error
+    return converted
+
+
+def convert_file(
+    src: str | Path, dst: str | Path, *, kind: str | None = None, overwrite: bool = False
+) -> Converted:
+    """Read a foreign checkpoint `src`, convert it (kind detected when None) and write release file `dst`."""
+    state = canonicalize(read_checkpoint(src))
+    kind = kind or detect(state)
+    converted = convert_state(state, kind=kind)
+    save_release(
+        dst,
+        arch=converted.arch,
+        config=converted.config,
+        state_dict=converted.state_dict,
+        extra={"converted_from": Path(src).name, "converter": kind},
+        overwrite=overwrite,
+    )
+    return converted

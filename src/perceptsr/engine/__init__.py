@@ -1,0 +1,1 @@
+"""The engine: training loop, checkpoints, tiled inference and evaluation (see each module)."""

@@ -1,0 +1,64 @@
+"""Upscaling one image with any generator: device, tiling, alpha, and the canonical in/out format."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from perceptsr.engine.tile import auto_tile_size, tiled_forward
+from perceptsr.errors import InputError
+from perceptsr.io import LoadedImage, upscale_alpha
+
+DEFAULT_OVERLAP = 32  # LR pixels; above the receptive field's effective reach of the bundled models
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto`: CUDA, then Apple MPS, then CPU. Never a hard-coded GPU index."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda was requested but no CUDA device is available")
+        return torch.device("cuda")
+    if name == "auto" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def model_width(model: nn.Module) -> int:
+    """The widest conv in the model (feature channels), for the tile-size estimate."""
+    widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return max(widths, default=3)
+
+
+def upscale_tensor(
+    model: nn.Module,
+    lr: Tensor,
+    *,
+    tile: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    device: torch.device | None = None,
+    conditions: Mapping[str, Tensor] | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """SR of a (1,3,h,w) [0,1] tensor, unclamped, on CPU. Tiles when the image is large or `tile` is given."""
+    device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
+    if tile is None:
+        tile = auto_tile_size(model_width(model), model.scale)
+    return tiled_forward(model, lr, scale=model.scale, tile=tile, overlap=overlap, conditions=conditions,
+                         device=device, progress=progress)
+
+
+def upscale_image(
+    model: nn.Module,
+    image: LoadedImage,
+    *,
+    tile: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    device: torch.device | None = None,
+    conditions: Mapping[str, Tensor] | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """SR of a loaded image, plus its alpha upscaled with MATLAB bicubic (models see colour only)."""
+    sr = upscale_tensor(model, image.rgb, tile=tile, overlap=overlap, device=device, conditions=conditions)
+    alpha = upscale_alpha(image.alpha, model.scale) if image.alpha is not None else None
+    return sr, alpha

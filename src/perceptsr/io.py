@@ -1,0 +1,333 @@
+"""Image files <-> canonical tensors: the only place where images change format.
+
+In the package an image is float32 (1,3,H,W) RGB in [0,1]. This module reads PNG, JPEG, BMP, TIFF and WebP
+into that form (EXIF orientation applied; grayscale replicated to 3 channels; alpha split off; 16-bit kept
+at 16-bit precision) and writes it back, atomically, so an interrupted run never leaves a half-written
+output behind. Pillow cannot hold 16-bit RGB(A) in memory, so those PNGs are decoded in two passes (high
+bytes, then low bytes) and written with the small PNG encoder at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from perceptsr.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_MAX_PIXELS = 50_000_000
+# BT.601 luma, the weights of Pillow's convert("L"): a grayscale output is the luma of the RGB result.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+# read_image checks the pixel count from the header itself (with a message naming --max-pixels), so Pillow's
+# own decompression-bomb warning/error is switched off.
+Image.MAX_IMAGE_PIXELS = None
+
+_READ_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "DIB", "TIFF", "WEBP"}
+_WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
+                  ".tiff": "TIFF", ".webp": "WEBP"}
+_NO_ALPHA = {"JPEG", "BMP"}  # Pillow reads a 32-bit BMP back without its alpha
+_SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"quality": 95}}
+_GRAY16_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+# EXIF orientation -> numpy ops on (H, W, C); equal to what ImageOps.exif_transpose does (tested).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image: rgb (1,3,H,W) and alpha (1,1,H,W) float32 in [0,1], and what write_image needs."""
+
+    rgb: Tensor
+    alpha: Tensor | None
+    grayscale: bool
+    bit_depth: int
+    path: Path
+
+
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode an image file; any unreadable file raises InputError("cannot read image <path>: <reason>")."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            if im.format not in _READ_FORMATS:
+                raise InputError(f"cannot read image {path}: {im.format} is not supported "
+                                 f"(use PNG, JPEG, BMP, TIFF or WebP)")
+            width, height = im.size
+            if width * height > max_pixels:
+                raise InputError(f"cannot read image {path}: {width}x{height} = {width * height:,} pixels is "
+                                 f"over the limit of {max_pixels:,} (raise it with --max-pixels)")
+            pixels, depth, grayscale = _decode(im, path)
+            orientation = _orientation(im, path)
+    except InputError:
+        raise
+    except Exception as error:  # Pillow reports corrupt data with many types; all mean "unusable file"
+        raise InputError(f"cannot read image {path}: {_reason(path, error)}") from error
+    if orientation in _ORIENT:
+        pixels = _ORIENT[orientation](pixels)
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).unsqueeze(0)
+    color = tensor[:, :1].expand(-1, 3, -1, -1) if grayscale else tensor[:, :3]
+    alpha = tensor[:, -1:].clone() if tensor.shape[1] in (2, 4) else None
+    return LoadedImage(rgb=color.contiguous(), alpha=alpha, grayscale=grayscale, bit_depth=depth, path=path)
+
+
+def _orientation(im: Image.Image, path: Path) -> int:
+    """The EXIF orientation tag (1 = as stored); broken EXIF is logged and ignored, the pixels are fine."""
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception as error:  # EXIF parsing fails in many ways on damaged metadata
+        log.warning("%s: ignoring unreadable EXIF (%s)", path, error)
+        return 1
+
+
+def _reason(path: Path, error: Exception) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, IsADirectoryError) or path.is_dir():
+        return "it is a directory"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, Image.UnidentifiedImageError):
+        if path.stat().st_size == 0:
+            return "empty file"
+        return "not a readable PNG, JPEG, BMP, TIFF or WebP image"
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _decode(im: Image.Image, path: Path) -> tuple[np.ndarray, int, bool]:
+    """Pixels float32 (H,W,C) in [0,1], C in 1..4 (gray, gray+alpha, RGB, RGBA); bit depth; grayscale."""
+    rawmode = _png_rawmode(im)
+    if rawmode in ("RGB;16B", "RGBA;16B", "LA;16B"):
+        return _decode_png16_color(im, path, rawmode), 16, rawmode == "LA;16B"
+    mode = im.mode
+    if mode in _GRAY16_MODES:
+        raw = np.asarray(im).astype(np.float32)
+        gray = np.clip(raw, 0, 65535)[..., None] / 65535
+        return _with_transparency(im, raw, gray), 16, True
+    if mode == "F":
+        return np.clip(np.asarray(im, dtype=np.float32), 0, 1)[..., None], 16, True
+    if mode in ("1", "L", "LA", "La"):
+        target = "LA" if mode in ("LA", "La") or "transparency" in im.info else "L"
+        return _as_float8(im.convert(target)), 8, True
+    has_alpha = mode in ("RGBA", "RGBa", "PA") or "transparency" in im.info
+    return _as_float8(im.convert("RGBA" if has_alpha else "RGB")), 8, False
+
+
+def _as_float8(im: Image.Image) -> np.ndarray:
+    array = np.asarray(im, dtype=np.float32) / 255
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _with_transparency(im: Image.Image, raw: np.ndarray, gray: np.ndarray) -> np.ndarray:
+    key = im.info.get("transparency")
+    if not isinstance(key, int):
+        return gray
+    return np.concatenate([gray, (raw != key).astype(np.float32)[..., None]], axis=-1)
+
+
+def _png_rawmode(im: Image.Image) -> str | None:
+    if im.format != "PNG" or len(im.tile) != 1 or not isinstance(im.tile[0][3], str):
+        return None
+    return im.tile[0][3]
+
+
+def _with_rawmode(im: Image.Image, rawmode: str) -> np.ndarray:
+    """Decode `im` with another unpacker (PNG filters work per byte, so one of equal width is exact)."""
+    tile = im.tile[0]
+    im.tile = [tile._replace(args=rawmode) if hasattr(tile, "_replace") else (*tile[:3], rawmode)]
+    im.load()
+    return np.asarray(im).astype(np.uint16)
+
+
+def _decode_png16_color(im: Image.Image, path: Path, rawmode: str) -> np.ndarray:
+    """Full-precision 16-bit RGB / RGBA / gray+alpha PNG as float32 (H,W,C) / 65535.
+
+    Pillow only keeps the high byte of these. Its "RGB;16L"/"RGBA;16L" unpackers take the other byte of each
+    sample, so a second decode pass gives the low bytes. Gray+alpha (4 bytes per pixel) is unpacked raw as
+    "RGBA".
+    """
+    if rawmode == "LA;16B":
+        data = _with_rawmode(im, "RGBA")
+        values = np.stack([data[..., 0] << 8 | data[..., 1], data[..., 2] << 8 | data[..., 3]], axis=-1)
+    else:
+        high = _with_rawmode(im, rawmode)
+        with Image.open(path) as again:
+            low = _with_rawmode(again, rawmode.replace(";16B", ";16L"))
+        values = high << 8 | low
+    transparency = im.info.get("transparency")
+    pixels = values.astype(np.float32) / 65535
+    if rawmode == "RGB;16B" and isinstance(transparency, tuple):
+        # tRNS holds a 16-bit key colour; Pillow reports it as given in the file
+        alpha = np.any(values != np.asarray(transparency, dtype=np.uint16), axis=-1).astype(np.float32)
+        pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
+    return pixels
+
+
+def write_image(path: str | Path, rgb: Tensor, *, alpha: Tensor | None = None, grayscale: bool = False,
+                bit_depth: int = 8, overwrite: bool = False) -> None:
+    """Write rgb (1,3,H,W) or (3,H,W), any range (clamped to [0,1]), atomically; the suffix picks the format.
+
+    grayscale=True writes one channel, the BT.601 luma (LUMA_WEIGHTS). alpha (1,1,H,W) must already be at the
+    output size. bit_depth 16 is PNG only. An existing file is an InputError unless overwrite=True.
+    """
+    path = Path(path)
+    fmt = _WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"cannot write {path}: unsupported suffix '{path.suffix}' "
+                         f"(use one of {', '.join(SUPPORTED_SUFFIXES)})")
+    if bit_depth not in (8, 16):
+        raise InputError(f"cannot write {path}: bit depth must be 8 or 16, not {bit_depth}")
+    if bit_depth == 16 and fmt != "PNG":
+        raise InputError(f"cannot write {path}: 16-bit output needs a .png file")
+    if alpha is not None and fmt in _NO_ALPHA:
+        raise InputError(f"cannot write {path}: {fmt} has no alpha channel (write a .png, .tif or .webp)")
+    samples = _to_samples(rgb, alpha, grayscale, bit_depth)
+    with atomic_output(path, overwrite=overwrite) as temp:
+        try:
+            if bit_depth == 16:
+                with open(temp, "wb") as file:
+                    write_png16(file, samples)
+            else:
+                image = Image.fromarray(samples.squeeze(-1) if samples.shape[-1] == 1 else samples)
+                if image.mode == "LA" and fmt != "PNG":
+                    image = image.convert("RGBA")
+                image.save(temp, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+        except OSError as error:
+            raise InputError(f"cannot write {path}: {error}") from error
+
+
+def _to_samples(rgb: Tensor, alpha: Tensor | None, grayscale: bool, bit_depth: int) -> np.ndarray:
+    """Integer samples (H,W,C): C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA."""
+    if rgb.dim() == 4 and rgb.shape[0] == 1:
+        rgb = rgb[0]
+    if rgb.dim() != 3 or rgb.shape[0] != 3:
+        raise ValueError(f"write_image needs rgb of shape (1,3,H,W) or (3,H,W), got {tuple(rgb.shape)}")
+    channels = rgb.detach().to("cpu", torch.float32)
+    if torch.isnan(channels).any():
+        raise ValueError("write_image got NaN pixels (a numerical failure upstream, e.g. fp16 overflow)")
+    if grayscale:
+        weights = torch.tensor(LUMA_WEIGHTS).view(3, 1, 1)
+        channels = (channels.clamp(0, 1) * weights).sum(0, keepdim=True)
+    if alpha is not None:
+        alpha = alpha.detach().to("cpu", torch.float32).reshape(-1, *alpha.shape[-2:])
+        if alpha.shape != (1, *channels.shape[-2:]):
+            raise ValueError(f"alpha {tuple(alpha.shape)} does not match the image size "
+                             f"{tuple(channels.shape[-2:])}")
+        channels = torch.cat([channels, alpha])
+    top = 255 if bit_depth == 8 else 65535
+    scaled = (channels.clamp(0, 1) * top).round().permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(scaled.astype(np.uint8 if bit_depth == 8 else np.uint16))
+
+
+def write_png16(file: BinaryIO, samples: np.ndarray) -> None:
+    """Encode uint16 (H,W,C) samples, C in 1..4, as a 16-bit PNG (Pillow cannot write 16-bit RGB(A) or LA).
+
+    Rows are written unfiltered and compressed in bands, so memory stays at one band of rows.
+    """
+    height, width, channels = samples.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+
+    def chunk(kind: bytes, data: bytes) -> None:
+        file.write(struct.pack(">I", len(data)) + kind + data)
+        file.write(struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    file.write(b"\x89PNG\r\n\x1a\n")
+    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0))
+    compressor = zlib.compressobj(6)
+    band = max(1, (1 << 22) // max(1, width * channels * 2))
+    for top in range(0, height, band):
+        rows = samples[top:top + band].astype(">u2").reshape(-1, width * channels).view(np.uint8)
+        rows = np.concatenate([np.zeros((rows.shape[0], 1), np.uint8), rows], axis=1)  # filter byte 0: none
+        data = compressor.compress(rows.tobytes())
+        if data:
+            chunk(b"IDAT", data)
+    chunk(b"IDAT", compressor.flush())
+    chunk(b"IEND", b"")
+
+
+@contextmanager
+def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on any exception it is removed.
+
+    Refuses (InputError) an existing directory, or an existing file unless overwrite; creates missing parents.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a directory")
+    if path.exists() and not overwrite:
+        raise InputError(f"cannot write {path}: the file exists (pass --overwrite to replace it)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL on a random name: never clobbers another writer's temp; mode 0o666 lets the umask decide
+        temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror or error}") from error
+    try:
+        yield temp
+        if not overwrite and path.exists():
+            raise InputError(f"cannot write {path}: the file appeared while writing (pass --overwrite)")
+        with open(temp, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def list_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders (non-recursive, sorted, dotfiles skipped) into image paths, in input order.
+
+    Outputs are named <stem>.png, so two inputs with the same stem are refused here, before any work is done.
+    """
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith(".")
+                           and p.suffix.lower() in SUPPORTED_SUFFIXES)
+            if not found:
+                raise InputError(f"{item}: folder has no images ({', '.join(SUPPORTED_SUFFIXES)})")
+            paths.extend(found)
+        elif item.is_file():
+            if item.suffix.lower() not in SUPPORTED_SUFFIXES:
+                raise InputError(f"{item}: unsupported image type '{item.suffix}' "
+                                 f"(use one of {', '.join(SUPPORTED_SUFFIXES)})")
+            paths.append(item)
+        else:
+            raise InputError(f"{item}: no such file or folder")
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise InputError(f"{seen[path.stem]} and {path} would both be written as {path.stem}.png")
+        seen[path.stem] = path
+    return paths
+
+
+def upscale_alpha(alpha: Tensor, scale: int) -> Tensor:
+    """Upscale an alpha map (...,H,W) by an integer scale with MATLAB bicubic, clamped to [0,1]."""
+    from perceptsr.resize import imresize  # resize sits beside io; imported here to keep io importable alone
+
+    return imresize(alpha, scale).clamp(0, 1)

@@ -1,0 +1,74 @@
+"""Models by name: the MATLAB bicubic baseline, the models bundled in the package, and release files.
+
+`load_model` is the one way the CLI and the Python API turn a name or a path into a generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from torch import nn
+
+from perceptsr.errors import InputError
+from perceptsr.release import load_release
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    file: str
+    scale: int
+    description: str
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "srresnet-x4": BundledModel("srresnet_x4.safetensors", 4, "MSRResNet x4 trained on CPU with L1 (the PSNR model)"),
+}
+
+# Released weights users can bring: `perceptsr convert FILE` turns them into release files.
+KNOWN_RELEASES: dict[str, str] = {
+    "MSRResNet (BasicSR)": "net_g_*.pth / MSRResNet_x4.pth with params / params_ema: perceptsr convert FILE",
+}
+
+
+def bundled_path(name: str) -> Path | None:
+    """The package file of bundled model `name`, or None when this install does not carry it."""
+    entry = BUNDLED.get(name)
+    if entry is None:
+        return None
+    path = Path(str(resources.files("perceptsr") / "models" / entry.file))
+    return path if path.is_file() else None
+
+
+def default_model() -> str:
+    """The bundled PSNR model when present, else MATLAB bicubic."""
+    return "srresnet-x4" if bundled_path("srresnet-x4") else "bicubic"
+
+
+def load_model(name_or_path: str | Path = "default", *, scale: int | None = None) -> nn.Module:
+    """A generator in eval mode: `bicubic`, a bundled name, or a release file path.
+
+    `forward(lr, **conditions)` takes N x 3 x h x w in [0,1] and returns N x 3 x sH x sW unclamped; `.scale` is
+    the model's factor. `scale` picks the bicubic factor and is checked against any other model's.
+    """
+    from perceptsr.archs.bicubic import Bicubic, BicubicConfig
+
+    name = str(name_or_path)
+    if name == "default":
+        name = default_model()
+    if name == "bicubic":
+        return Bicubic(BicubicConfig(scale=scale or 4)).eval()
+    if name in BUNDLED:
+        path = bundled_path(name)
+        if path is None:
+            raise InputError(f"bundled model {name!r} is not installed with this copy of perceptsr")
+    else:
+        path = Path(name)
+        if not path.exists():
+            known = ", ".join(["bicubic", *BUNDLED])
+            raise InputError(f"model {name!r} is neither a known name ({known}) nor an existing file")
+    model = load_release(path)
+    if scale is not None and scale != model.scale:
+        raise InputError(f"model {name} upscales x{model.scale}, but --scale {scale} was asked for")
+    return model
