@@ -29,6 +29,8 @@ BUNDLED: dict[str, BundledModel] = {
 # Released weights users can bring: `perceptsr convert FILE` turns them into release files.
 KNOWN_RELEASES: dict[str, str] = {
     "MSRResNet (BasicSR)": "net_g_*.pth / MSRResNet_x4.pth with params / params_ema: perceptsr convert FILE",
+    "NatSR / FRSR x2, x3, x4 (JWSoh/NatSR, TensorFlow)": "perceptsr convert Model/NatSR (TF prefix, needs "
+    "tensorflow-cpu; or an .npz of name->array) -> arch frsr; Model/NMD is training input: model.nmd_init",
 }
 
 

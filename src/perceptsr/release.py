@@ -34,6 +34,13 @@ class Release:
     metadata: dict[str, str]
 
 
+def _networks() -> dict:
+    """Every network a release may hold: the generators (ARCHS) and the non-generator priors (PRIORS)."""
+    from perceptsr.archs import ARCHS, PRIORS
+
+    return {**ARCHS, **PRIORS}
+
+
 def save_release(
     path: str | Path,
     *,
@@ -44,10 +51,9 @@ def save_release(
     overwrite: bool = False,
 ) -> None:
     """Write a release file atomically. `config` is the arch's config dataclass (it must have `scale`)."""
-    from perceptsr.archs import ARCHS
-
-    if arch not in ARCHS:
-        raise CheckpointError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))}")
+    networks = _networks()
+    if arch not in networks:
+        raise CheckpointError(f"unknown architecture {arch!r}; known: {', '.join(sorted(networks))}")
     metadata = {
         "format": FORMAT,
         "version": VERSION,
@@ -63,8 +69,7 @@ def save_release(
 
 def read_release(path: str | Path) -> Release:
     """Read and validate a release file; corrupt or foreign files raise one-line CheckpointErrors."""
-    from perceptsr.archs import ARCHS
-
+    networks = _networks()
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model file {path} does not exist")
@@ -80,10 +85,10 @@ def read_release(path: str | Path) -> Release:
             "foreign checkpoints go through `perceptsr convert` first"
         )
     arch = metadata.get("arch", "")
-    if arch not in ARCHS:
-        raise CheckpointError(f"{path}: unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))}")
+    if arch not in networks:
+        raise CheckpointError(f"{path}: unknown architecture {arch!r}; known: {', '.join(sorted(networks))}")
     try:
-        config = from_dict(ARCHS[arch].config, json.loads(metadata["config"]), arch)
+        config = from_dict(networks[arch].config, json.loads(metadata["config"]), arch)
     except (KeyError, json.JSONDecodeError, ConfigError) as error:
         raise CheckpointError(f"{path}: bad architecture config in metadata ({error})") from None
     return Release(arch=arch, config=config, state_dict=state_dict, metadata=metadata)
@@ -91,9 +96,8 @@ def read_release(path: str | Path) -> Release:
 
 def build(arch: str, config: Any) -> nn.Module:
     """Instantiate architecture `arch` from its config dataclass."""
-    from perceptsr.archs import ARCHS
-
-    return ARCHS[arch].module(config)
+    networks = _networks()
+    return networks[arch].module(config)
 
 
 def load_release(path: str | Path) -> nn.Module:

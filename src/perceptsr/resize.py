@@ -185,15 +185,16 @@ def imresize(
 
     Give exactly one of `scale` (output ceil(h*scale) x ceil(w*scale)) or `size` = (height, width).
     Values are not clipped (bicubic overshoots [0,1]); the dtype is kept (float32 in float32, float64 in
-    float64). Tensors keep autograd.
+    float64). Tensors keep autograd. A numpy HWC result is, like BasicSR's, an HWC view of CHW memory
+    (not C-contiguous; np.ascontiguousarray it if a consumer needs that).
     """
     if isinstance(x, np.ndarray):
         if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.floating):
             raise InputError(f"imresize needs a float numpy image HW or HWC, got {x.dtype} {x.shape}")
         hwc = x[:, :, None] if x.ndim == 2 else x
-        chw = torch.tensor(hwc.transpose(2, 0, 1))  # a copy, since x may be read-only
+        chw = torch.from_numpy(np.array(hwc.transpose(2, 0, 1), order="C"))  # a copy: x may be read-only
         out = imresize(chw, scale, size=size, antialiasing=antialiasing).permute(1, 2, 0).numpy()
-        return np.ascontiguousarray(out[:, :, 0] if x.ndim == 2 else out)
+        return out[:, :, 0] if x.ndim == 2 else out
     if not isinstance(x, Tensor):
         raise InputError(f"imresize needs a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
     if x.ndim < 2 or not x.is_floating_point() or x.shape[-1] < 1 or x.shape[-2] < 1:

@@ -15,6 +15,9 @@ from typing import Any
 from torch import nn
 
 from perceptsr.archs.bicubic import BICUBIC_SCALES, Bicubic, BicubicConfig
+from perceptsr.archs.natsr import FRSR, FRSR_SCALES, FRSRConfig
+from perceptsr.archs.segmentation import OutdoorSceneSeg, OutdoorSceneSegConfig
+from perceptsr.archs.sftgan import SFTGAN_SCALES, SFTNet, SFTNetConfig
 from perceptsr.archs.srresnet import (
     MSRRESNET_SCALES,
     SRRESNET_SCALES,
@@ -57,5 +60,31 @@ ARCHS: dict[str, ArchSpec] = {
         scales=MSRRESNET_SCALES,
         tiny=lambda scale: MSRResNetConfig(scale=scale, num_feat=8, num_block=2),
         description="MSRResNet, BasicSR's modified SRResNet without BN (MSRGAN generator)",
+    ),
+    "frsr": ArchSpec(
+        module=FRSR,
+        config=FRSRConfig,
+        scales=FRSR_SCALES,
+        tiny=lambda scale: FRSRConfig(scale=scale, num_feat=8, num_block=4, num_layer=2),
+        description="FRSR, NatSR's fractal residual dense generator (Soh et al. 2019); FRSR and NatSR releases",
+    ),
+    "sftgan": ArchSpec(
+        module=SFTNet,
+        config=SFTNetConfig,
+        scales=SFTGAN_SCALES,
+        tiny=lambda scale: SFTNetConfig(scale=scale, num_feat=8, num_block=1, cond_feat=4, cond_hidden=8),
+        description="SFTGAN generator (Wang et al. 2018), PyTorch or paper/Torch form; needs seg (8-class map at HR size)",
+    ),
+}
+
+# Networks a release file may hold that are NOT generators (no upscaling contract): the SFTGAN segmentation
+# prior, loaded by `--seg-model FILE` and `perceptsr segment`. release.py accepts both tables.
+PRIORS: dict[str, ArchSpec] = {
+    "outdoorsceneseg": ArchSpec(
+        module=OutdoorSceneSeg,
+        config=OutdoorSceneSegConfig,
+        scales=(1,),
+        tiny=lambda scale: OutdoorSceneSegConfig(scale=scale, blocks=(1, 1, 1, 1), width=4),
+        description="SFTGAN's OutdoorSceneSeg segmentation prior (use it with --seg-model or perceptsr segment)",
     ),
 }

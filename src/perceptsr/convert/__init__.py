@@ -42,7 +42,14 @@ class Converter:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The top-level dict of a `.pth`/`.pt` (weights_only), `.safetensors` or `.npz` (no pickle) file."""
+    """The top-level dict of a `.pth`/`.pt` (weights_only), `.safetensors` or `.npz` (no pickle) file.
+
+    A TensorFlow checkpoint prefix (`Model/NatSR` beside `Model/NatSR.index`) is read with TensorFlow if installed.
+    """
+    from perceptsr.convert.natsr import is_tf_checkpoint, read_tf_checkpoint
+
+    if is_tf_checkpoint(path):
+        return read_tf_checkpoint(path)
     obj = read_tensor_file(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
@@ -113,7 +120,7 @@ def count_indexed(state: Mapping[str, Any], template: str) -> int:
 
 
 # Converter modules import the helpers above, so they are imported after them.
-from perceptsr.convert import basicsr  # noqa: E402
+from perceptsr.convert import basicsr, natsr  # noqa: E402
 
 CONVERTERS: dict[str, Converter] = {
     "basicsr-msrresnet": Converter(
@@ -133,6 +140,12 @@ CONVERTERS: dict[str, Converter] = {
         description="BasicSR-old noBN SRResNet, e.g. SRGAN_bicx4_noBN_DIV2K.pth (model.1.sub.N.res.0/2)",
         detect=basicsr.is_srresnet_old,
         convert=basicsr.convert_srresnet_old,
+    ),
+    "natsr-tf": Converter(
+        name="natsr-tf",
+        description="NatSR / FRSR / FRSR_x2 / FRSR_x3 TensorFlow checkpoints (GEN/...): TF prefix or .npz name->array",
+        detect=natsr.is_natsr_tf,
+        convert=natsr.convert_frsr_tf,
     ),
 }
 

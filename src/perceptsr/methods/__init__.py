@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perceptsr.methods.base import Method
+from perceptsr.methods.natsr import NatSR, NatSRConfig
 from perceptsr.methods.srgan import SRGAN, SRGANConfig
 
 
@@ -17,4 +18,5 @@ class MethodSpec:
 
 METHODS: dict[str, MethodSpec] = {
     "srgan": MethodSpec(SRGAN, SRGANConfig, "SRResNet pre-training + SRGAN (vanilla, WGAN, WGAN-GP)"),
+    "natsr": MethodSpec(NatSR, NatSRConfig, "NatSR: NMD with its curriculum, FRSR (L1), then L1 + naturalness + RaGAN"),
 }

@@ -2,7 +2,7 @@
 
 Reproduces BasicSR's `calculate_niqe`, which matches the official MATLAB release to ~1e-5: MATLAB Y (or gray)
 channel rounded to integers, 96x96 blocks without overlap, two scales (the second from MATLAB bicubic x0.5),
-18 AGGD features per block and scale, and the official pristine model (`data/niqe_pris_params.npz`).
+18 AGGD features per block and scale, and the official pristine model (`assets/niqe_pris_params.npz`).
 Matches: XPixelGroup/BasicSR:basicsr/metrics/niqe.py.
 
 The per-block loops of the original are vectorised over blocks; statistics are taken in float64 (the original
@@ -29,7 +29,7 @@ from perceptsr.resize import imresize
 logger = logging.getLogger(__name__)
 
 BLOCK = 96
-_PARAMS = Path(__file__).resolve().parents[1] / "data" / "niqe_pris_params.npz"
+_PARAMS = Path(__file__).resolve().parents[1] / "assets" / "niqe_pris_params.npz"
 _GAM = np.arange(0.2, 10.001, 0.001)  # the AGGD shape grid of the original (9801 values)
 _R_GAM = gamma(2 / _GAM) ** 2 / (gamma(1 / _GAM) * gamma(3 / _GAM))  # strictly increasing in _GAM
 _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # horizontal, vertical and the two diagonal neighbours
