@@ -38,10 +38,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not hasattr(config.model, "vgg_weights"):
             raise InputError(f"method {config.method} uses no VGG loss")
         config = replace(config, model=replace(config.model, vgg_weights=str(args.vgg_weights)))
-    train(config, run_dir, resume=resume, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:
+    finished = train(config, run_dir, resume=resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0 and finished:
         print(f"run finished: {run_dir}", file=sys.stderr)  # noqa: T201
-    return 0
+    return 0 if finished else 130
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -147,6 +147,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segment(args: argparse.Namespace) -> int:
+    from perceptsr.io import list_images
+    from perceptsr.segmentation import segment_files
+
+    if args.output.exists() and not args.output.is_dir():
+        raise InputError(f"output directory {args.output} is an existing file")
+    inputs = list_images(args.inputs)
+    segment_files(inputs, args.output, seg_model=args.seg_model, lr_inputs=args.lr, overwrite=args.overwrite,
+                  progress=len(inputs) > 1)
+    print(f"wrote the segmentation of {len(inputs)} image(s) to {args.output}", file=sys.stderr)  # noqa: T201
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from perceptsr.errors import CheckpointError
+    from perceptsr.metrics.lpips import FOLDER_ENV, load_lpips
+    from perceptsr.report import parse_model_arg, run_report
+
+    specs = [parse_model_arg(text) for text in args.model]
+    lpips, note = None, "disabled with --no-lpips"
+    if not args.no_lpips:
+        try:
+            lpips = load_lpips(args.lpips_net, folder=args.lpips_weights)
+        except CheckpointError as error:
+            if args.lpips_weights is not None or os.environ.get(FOLDER_ENV):
+                raise
+            note = str(error)
+            print(f"perceptsr: LPIPS unavailable, left out of the report: {error}", file=sys.stderr)  # noqa: T201
+    _, files = run_report(models=specs, data=args.data, scale=args.scale, out=args.output, lpips=lpips,
+                          lpips_note=note, device=args.device, tile=args.tile, max_images=args.max_images,
+                          progress=not args.quiet)
+    print("wrote " + ", ".join(str(path) for path in files), file=sys.stderr)  # noqa: T201
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from perceptsr.cli import _positive, _scale
 
@@ -192,3 +227,36 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="kind", default=None, help="release kind (default: detected from the keys)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("segment", help="SFTGAN's segmentation prior: <stem>_segprob.npy, _colorimg.png, _byteimg.png")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or folders")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    p.add_argument("--seg-model", default=None,
+                   help="OutdoorSceneSeg release file (perceptsr convert segmentation_OST_bic.pth); "
+                        "default $PERCEPTSR_SEG_MODEL")
+    p.add_argument("--lr", action="store_true",
+                   help="inputs are LR images: maps at 4x their size, for `upscale --seg` (default: inputs are HR "
+                        "training images, maps at their size mod 4, as the original)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("report", help="every model on every dataset: tables, perception-distortion plot, viewer",
+                       description="Run models on HR datasets (LR = MATLAB bicubic) and write OUTDIR/results.md|csv|"
+                       "json, pd_*.png and index.html. SR images and numbers are cached in OUTDIR: a re-run only "
+                       "computes what is new.")
+    p.add_argument("--model", action="append", required=True, metavar="M[:key=value,...]",
+                   help="bicubic, a bundled name or a release file, repeatable; options after ':' e.g. "
+                   "fxsr.safetensors:t=0.3,label=FxSR-0.3 (keys t, t_map, seg, seg_model, label)")
+    p.add_argument("--data", nargs="+", type=Path, required=True, metavar="DIR", help="HR dataset folders")
+    p.add_argument("--scale", type=_scale, required=True)
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    p.add_argument("--lpips-weights", type=Path, default=None, metavar="DIR",
+                   help="folder with alexnet-owt-7be5be79.pth + alex.pth (or vgg16-397923af.pth + vgg.pth); "
+                   "default: $PERCEPTSR_LPIPS_WEIGHTS, else the torch.hub cache or a download")
+    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
+    p.add_argument("--no-lpips", action="store_true", help="leave LPIPS out")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--tile", type=_positive, default=None)
+    p.add_argument("--max-images", type=_positive, default=None, help="only the first N images of each dataset")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_report)

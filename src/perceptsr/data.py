@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import signal
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -278,6 +279,10 @@ class TrainBatchSampler:
 def _worker_init(worker_id: int) -> None:
     # Workers only crop uint8 arrays; more than one thread each would oversubscribe the few cores.
     torch.set_num_threads(1)
+    # A Ctrl-C or SIGTERM sent to the whole process group is the trainer's to handle (it saves a checkpoint and
+    # stops); a worker dying from it first would crash the run instead.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_train_loader(

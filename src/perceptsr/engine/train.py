@@ -259,13 +259,15 @@ class Trainer:
     def _request_stop(self, signum: int, frame: object) -> None:
         self.stop_requested = True
 
-    def run(self) -> Path:
+    def run(self) -> bool:
+        """Train to the end of the last phase; False when a stop signal ended the run early (it is resumable)."""
         main = self.env.is_main
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(config_yaml(self.config))
         logger = RunLogger(self.run_dir, enabled=main)
-        previous = signal.signal(signal.SIGTERM, self._request_stop) if main else None
+        handled = (signal.SIGTERM, signal.SIGINT)
+        previous = {s: signal.signal(s, self._request_stop) for s in handled} if main else {}
         loader = iter(make_train_loader(self.dataset, self._sampler(self.step), workers=self.config.data.workers,
                                         device=self.device))
         bar = tqdm(total=self.total, initial=self.step, disable=not (self.progress and main), dynamic_ncols=True,
@@ -312,12 +314,12 @@ class Trainer:
         finally:
             bar.close()
             logger.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             distributed.teardown(self.env)
-        return self.run_dir
+        return self.step == self.total
 
 
-def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bool = True) -> Path:
-    """Train `config` into `run_dir` (or continue it); returns the run directory."""
+def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, progress: bool = True) -> bool:
+    """Train `config` into `run_dir` (or continue it); False when stopped early by a signal (resumable)."""
     return Trainer(config, run_dir, resume=resume, progress=progress).run()
