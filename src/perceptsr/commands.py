@@ -65,6 +65,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_conditions(model: object) -> object:
+    """For conditional models, a function giving their default conditions (t = 0.8, seg = auto); else None."""
+    from perceptsr.conditions import ConditionOptions, build_conditions
+
+    if not getattr(model, "condition_scales", None):
+        return None
+    return lambda lr, hr: build_conditions(model, lr, ConditionOptions())
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from perceptsr.engine.evaluate import evaluate
     from perceptsr.inference import pick_device
@@ -80,7 +89,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise InputError(f"dataset folder {folder} does not exist")
         for name, model in models.items():
             result = evaluate(model, folder, scale=args.scale, device=device, tile=args.tile, model_name=name,
-                              max_images=args.max_images, progress=not args.json)
+                              max_images=args.max_images, progress=not args.json,
+                              conditions_fn=default_conditions(model))
             results.setdefault(folder.name, {})[name] = result.mean
             protocol = result.protocol
     if args.json:
