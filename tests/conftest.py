@@ -15,7 +15,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PERCEPTSR_SHARED", ROOT.parent / "shared"))
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: the models under test are tiny, and two threads on a busy 2-core machine stall each other badly.
+torch.set_num_threads(1)
 
 
 def need_shared(relative: str) -> Path:

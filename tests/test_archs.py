@@ -22,17 +22,30 @@ from perceptsr.release import load_release, read_release, save_release
 CASES = [(name, scale) for name, spec in ARCHS.items() for scale in spec.scales]
 
 
+CONDITION_CHANNELS = {"seg": 8, "t": 1}  # SFTGAN's 8-class probabilities, FxSR's style map
+
+
 def _build(name: str, scale: int) -> torch.nn.Module:
     torch.manual_seed(0)
     return ARCHS[name].module(ARCHS[name].tiny(scale))
 
 
+def _conditions(model: torch.nn.Module, n: int, h: int, w: int) -> dict[str, torch.Tensor]:
+    """Random condition maps of the sizes the model declares (probabilities for seg, [0,1] for t)."""
+    out = {}
+    for key, factor in model.condition_scales.items():
+        value = torch.rand(n, CONDITION_CHANNELS[key], h * factor, w * factor)
+        out[key] = value / value.sum(1, keepdim=True) if key == "seg" else value
+    return out
+
+
 @pytest.mark.parametrize(("name", "scale"), CASES)
 def test_shape_and_gradients(name: str, scale: int) -> None:
     model = _build(name, scale)
-    assert model.scale == scale and model.condition_scales == {} and model.config.scale == scale
+    assert model.scale == scale and model.config.scale == scale
+    assert set(model.condition_scales) <= set(CONDITION_CHANNELS)
     lr = torch.rand(2, 3, 7, 9, requires_grad=True)
-    sr = model(lr)
+    sr = model(lr, **_conditions(model, 2, 7, 9))
     assert sr.shape == (2, 3, 7 * scale, 9 * scale)
     assert torch.isfinite(sr).all() and sr.std() > 0
     sr.square().mean().backward()
@@ -52,8 +65,9 @@ def test_release_round_trip(name: str, scale: int, tmp_path) -> None:
     assert read_release(path).config == model.config
     loaded = load_release(path)
     lr = torch.rand(1, 3, 7, 9)
+    conditions = _conditions(model, 1, 7, 9)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(lr), model(lr), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(lr, **conditions), model(lr, **conditions), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", list(ARCHS))

@@ -137,17 +137,19 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from perceptsr.inference import pick_device, upscale_image
     from perceptsr.io import list_images, read_image, write_image
     from perceptsr.models import load_model
+    from perceptsr.speed import prepare
 
     inputs = list_images(args.inputs)
     outputs = _outputs(inputs, args.output, args.overwrite)
     device = pick_device(args.device)
-    model = load_model(args.model, scale=args.scale).to(device)
+    model = prepare(load_model(args.model, scale=args.scale), precision=args.precision, device=device,
+                    compile=args.compile)
     options = ConditionOptions(seg=args.seg, seg_model=args.seg_model, t=args.t, t_map=args.t_map)
     for path, out in tqdm(list(zip(inputs, outputs, strict=True)), disable=len(inputs) < 2, unit="img"):
         image = read_image(path, max_pixels=args.max_pixels)
         conditions = build_conditions(model, image.rgb, options, stem=path.stem)
         sr, alpha = upscale_image(model, image, tile=args.tile, overlap=args.tile_overlap, device=device,
-                                  conditions=conditions)
+                                  conditions=conditions, precision=args.precision)
         write_image(out, sr, alpha=alpha, grayscale=image.grayscale, bit_depth=image.bit_depth,
                     overwrite=args.overwrite)
     print(f"wrote {len(outputs)} image(s) to {args.output}", file=sys.stderr)  # noqa: T201
@@ -179,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_positive, default=None, help="LR tile size (default: chosen from free memory)")
     p.add_argument("--tile-overlap", type=_positive, default=32, help="LR pixels of overlap between tiles")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
+                   help="auto: bf16/fp16 where the hardware runs it natively and the model's output holds")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster tiles)")
     p.add_argument("--seg", default=None, help="SFTGAN: 'auto' (segment the image) or a segmentation map file")
     p.add_argument("--seg-model", default=None, help="SFTGAN: segmentation model release file for --seg auto")
     p.add_argument("--t", type=float, default=None, help="FxSR: style t in [0,1] (0 = distortion, 1 = perception)")

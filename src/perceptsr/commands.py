@@ -183,12 +183,48 @@ def cmd_report(args: argparse.Namespace) -> int:
         except CheckpointError as error:
             if args.lpips_weights is not None or os.environ.get(FOLDER_ENV):
                 raise
-            note = str(error)
+            note = f"no weights offline: pass --lpips-weights DIR or set {FOLDER_ENV}"
             print(f"perceptsr: LPIPS unavailable, left out of the report: {error}", file=sys.stderr)  # noqa: T201
     _, files = run_report(models=specs, data=args.data, scale=args.scale, out=args.output, lpips=lpips,
                           lpips_note=note, device=args.device, tile=args.tile, max_images=args.max_images,
                           progress=not args.quiet)
     print("wrote " + ", ".join(str(path) for path in files), file=sys.stderr)  # noqa: T201
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from perceptsr.inference import pick_device
+    from perceptsr.models import load_model
+    from perceptsr.sweep import check_outputs, load_lpips_or_note, parse_t_values, run_sweep, write_outputs
+
+    ts = parse_t_values(args.t)
+    if not args.data.is_dir():
+        raise InputError(f"dataset folder {args.data} does not exist")
+    check_outputs(args.output, overwrite=args.overwrite)
+    image_dir = args.output / "images" if args.save_images else None
+    if image_dir is not None and image_dir.exists() and not args.overwrite:
+        raise InputError(f"output {image_dir} already exists (pass --overwrite to replace it)")
+    device = pick_device(args.device)
+    model = load_model(args.model, scale=args.scale).to(device)
+    lpips, note = load_lpips_or_note(enabled=not args.no_lpips, net=args.lpips_net, weights=args.lpips_weights)
+    result = run_sweep(model, args.data, scale=model.scale, ts=ts, device=device, tile=args.tile,
+                       max_images=args.max_images, lpips_net=lpips, lpips_note=note, image_dir=image_dir,
+                       progress=not args.quiet)
+    write_outputs(result, args.output, model_name=Path(args.model).name, dataset=args.data.name,
+                  overwrite=args.overwrite)
+    for text in result.notes:
+        print(f"perceptsr: {text}", file=sys.stderr)  # noqa: T201
+    print(f"wrote {', '.join(str(args.output / n) for n in ('sweep.csv', 'sweep.json', 'sweep.png'))}",  # noqa: T201
+          file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from perceptsr.bench import format_table, run_bench
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    result = run_bench(quick=args.quick, models=models, compile=args.compile)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))  # noqa: T201
     return 0
 
 
@@ -270,3 +306,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-images", type=_positive, default=None, help="only the first N images of each dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("sweep", help="FxSR: PSNR/SSIM/LR-PSNR/NIQE(/LPIPS) for each t, the perception-distortion curve",
+                       description="Evaluate a t-conditioned model (FxSR) on an HR dataset for each t and write "
+                       "OUTDIR/sweep.csv, sweep.json and sweep.png (PSNR against NIQE, labelled by t).")
+    p.add_argument("--model", required=True, help="FxSR release file (perceptsr convert FxSR-PD-4x.pth)")
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="HR dataset folder")
+    p.add_argument("--scale", type=_scale, default=None, help="checked against the model's scale")
+    p.add_argument("--t", default="0:1:0.1", help="start:stop:step (stop included), a comma list, or one value")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    p.add_argument("--max-images", type=_positive, default=None, help="only the first N images (sorted)")
+    p.add_argument("--save-images", action="store_true", help="also keep the SR images in OUTDIR/images/t<t>/")
+    p.add_argument("--lpips-weights", type=Path, default=None, metavar="DIR",
+                   help="folder with alexnet-owt-7be5be79.pth + alex.pth; default: $PERCEPTSR_LPIPS_WEIGHTS, "
+                   "else the torch.hub cache or a download (left out if unavailable)")
+    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
+    p.add_argument("--no-lpips", action="store_true", help="leave LPIPS out")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--tile", type=_positive, default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("bench", help="inference speed vs this machine's conv roofline, speed-ups, peak memory")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quick", action="store_true", help="tiny configs and inputs: a smoke run of the same code")
+    p.add_argument("--models", default=None, help="comma-separated architectures (default: every one in ARCHS)")
+    p.add_argument("--compile", action="store_true", help="also time the torch.compile paths (slow to start)")
+    p.set_defaults(func=cmd_bench)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from perceptsr.engine.tile import auto_tile_size, tiled_forward
 from perceptsr.errors import InputError
 from perceptsr.io import LoadedImage, upscale_alpha
+from perceptsr.speed import FastModel, prepare
 
 DEFAULT_OVERLAP = 32  # LR pixels; above the receptive field's effective reach of the bundled models
 
@@ -40,9 +41,16 @@ def upscale_tensor(
     device: torch.device | None = None,
     conditions: Mapping[str, Tensor] | None = None,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> Tensor:
-    """SR of a (1,3,h,w) [0,1] tensor, unclamped, on CPU. Tiles when the image is large or `tile` is given."""
+    """SR of a (1,3,h,w) [0,1] tensor, unclamped, on CPU. Tiles when the image is large or `tile` is given.
+
+    Runs through `speed.prepare` (channels-last, inference mode) at `precision` (auto|fp32|bf16|fp16); a model
+    already prepared at that precision (e.g. with compile=True) is used as it is.
+    """
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
+    if not (isinstance(model, FastModel) and model.requested == precision):
+        model = prepare(model, precision=precision, device=device)
     if tile is None:
         tile = auto_tile_size(model_width(model), model.scale)
     return tiled_forward(model, lr, scale=model.scale, tile=tile, overlap=overlap, conditions=conditions,
@@ -57,8 +65,10 @@ def upscale_image(
     overlap: int = DEFAULT_OVERLAP,
     device: torch.device | None = None,
     conditions: Mapping[str, Tensor] | None = None,
+    precision: str = "fp32",
 ) -> tuple[Tensor, Tensor | None]:
     """SR of a loaded image, plus its alpha upscaled with MATLAB bicubic (models see colour only)."""
-    sr = upscale_tensor(model, image.rgb, tile=tile, overlap=overlap, device=device, conditions=conditions)
+    sr = upscale_tensor(model, image.rgb, tile=tile, overlap=overlap, device=device, conditions=conditions,
+                        precision=precision)
     alpha = upscale_alpha(image.alpha, model.scale) if image.alpha is not None else None
     return sr, alpha

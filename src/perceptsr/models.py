@@ -31,6 +31,16 @@ KNOWN_RELEASES: dict[str, str] = {
     "MSRResNet (BasicSR)": "net_g_*.pth / MSRResNet_x4.pth with params / params_ema: perceptsr convert FILE",
     "NatSR / FRSR x2, x3, x4 (JWSoh/NatSR, TensorFlow)": "perceptsr convert Model/NatSR (TF prefix, needs "
     "tensorflow-cpu; or an .npz of name->array) -> arch frsr; Model/NMD is training input: model.nmd_init",
+    "ESRGAN / RRDB PSNR (xinntao/ESRGAN, BasicSR, Real-ESRGAN)": "RRDB_ESRGAN_x4.pth, RRDB_PSNR_x4.pth, "
+    "net_g_*.pth, old-arch model.N files: perceptsr convert FILE -> arch rrdb",
+    "FxSR-PD / FxSR-DS x4, x8 (seungho-snu/FxSR)": "FxSR-PD-4x.pth etc.: perceptsr convert FILE -> arch fxsr; "
+    "then upscale --t 0.8 or --t-map MAP.png, perceptsr sweep",
+    "SFTGAN x4 (xinntao/SFTGAN)": "SFTGAN_noBN_OST_bg.pth (PyTorch) or SFTGAN_torch.pth (paper): perceptsr convert "
+    "FILE -> arch sftgan; then upscale --seg auto --seg-model SEG, --seg MAP.npy or --seg LABELS.png",
+    "SRFeat x4 (HyeongseokSon1/SRFeat, TensorFlow)": "models/SRFeat_full.npz (SRFeat_IF, GAN) or SRFeat_init.npz "
+    "(MSE pre-trained): perceptsr convert FILE -o srfeat_x4.safetensors -> arch srfeat",
+    "OutdoorSceneSeg (xinntao/SFTGAN segmentation prior)": "segmentation_OST_bic.pth: perceptsr convert FILE -o "
+    "seg.safetensors; then --seg-model seg.safetensors (or PERCEPTSR_SEG_MODEL), perceptsr segment",
 }
 
 
@@ -54,6 +64,7 @@ def load_model(name_or_path: str | Path = "default", *, scale: int | None = None
     `forward(lr, **conditions)` takes N x 3 x h x w in [0,1] and returns N x 3 x sH x sW unclamped; `.scale` is
     the model's factor. `scale` picks the bicubic factor and is checked against any other model's.
     """
+    from perceptsr.archs import ARCHS, PRIORS
     from perceptsr.archs.bicubic import Bicubic, BicubicConfig
 
     name = str(name_or_path)
@@ -71,6 +82,9 @@ def load_model(name_or_path: str | Path = "default", *, scale: int | None = None
             known = ", ".join(["bicubic", *BUNDLED])
             raise InputError(f"model {name!r} is neither a known name ({known}) nor an existing file")
     model = load_release(path)
+    arch = model.release_metadata.get("arch")
+    if arch not in ARCHS:  # a non-generator release, e.g. the SFTGAN segmentation prior
+        raise InputError(f"{name} holds {arch}, which does not upscale: {PRIORS[arch].description}")
     if scale is not None and scale != model.scale:
         raise InputError(f"model {name} upscales x{model.scale}, but --scale {scale} was asked for")
     return model

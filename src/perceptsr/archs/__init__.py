@@ -15,9 +15,12 @@ from typing import Any
 from torch import nn
 
 from perceptsr.archs.bicubic import BICUBIC_SCALES, Bicubic, BicubicConfig
+from perceptsr.archs.fxsr import FXSR_SCALES, FxSRNet, FxSRNetConfig
 from perceptsr.archs.natsr import FRSR, FRSR_SCALES, FRSRConfig
+from perceptsr.archs.rrdb import RRDB_SCALES, RRDBNet, RRDBNetConfig
 from perceptsr.archs.segmentation import OutdoorSceneSeg, OutdoorSceneSegConfig
 from perceptsr.archs.sftgan import SFTGAN_SCALES, SFTNet, SFTNetConfig
+from perceptsr.archs.srfeat import SRFEAT_SCALES, SRFeatGenerator, SRFeatGeneratorConfig
 from perceptsr.archs.srresnet import (
     MSRRESNET_SCALES,
     SRRESNET_SCALES,
@@ -61,6 +64,13 @@ ARCHS: dict[str, ArchSpec] = {
         tiny=lambda scale: MSRResNetConfig(scale=scale, num_feat=8, num_block=2),
         description="MSRResNet, BasicSR's modified SRResNet without BN (MSRGAN generator)",
     ),
+    "srfeat": ArchSpec(
+        module=SRFeatGenerator,
+        config=SRFeatGeneratorConfig,
+        scales=SRFEAT_SCALES,
+        tiny=lambda scale: SRFeatGeneratorConfig(scale=scale, num_feat=8, num_block=2),
+        description="SRFeat generator (Park et al. 2018): BN residual blocks + 1x1 long-range skips; SRFeat releases",
+    ),
     "frsr": ArchSpec(
         module=FRSR,
         config=FRSRConfig,
@@ -73,7 +83,21 @@ ARCHS: dict[str, ArchSpec] = {
         config=SFTNetConfig,
         scales=SFTGAN_SCALES,
         tiny=lambda scale: SFTNetConfig(scale=scale, num_feat=8, num_block=1, cond_feat=4, cond_hidden=8),
-        description="SFTGAN generator (Wang et al. 2018), PyTorch or paper/Torch form; needs seg (8-class map at HR size)",
+        description="SFTGAN generator (Wang et al. 2018), PyTorch or paper/Torch form; needs seg (8 classes, HR size)",
+    ),
+    "rrdb": ArchSpec(
+        module=RRDBNet,
+        config=RRDBNetConfig,
+        scales=RRDB_SCALES,
+        tiny=lambda scale: RRDBNetConfig(scale=scale, num_feat=8, num_block=1, num_grow_ch=4),
+        description="RRDBNet, the ESRGAN generator (Wang et al. 2018); BasicSR, ESRGAN and Real-ESRGAN layouts",
+    ),
+    "fxsr": ArchSpec(
+        module=FxSRNet,
+        config=FxSRNetConfig,
+        scales=FXSR_SCALES,
+        tiny=lambda scale: FxSRNetConfig(scale=scale, num_feat=8, num_block=1, num_grow_ch=4, cond_feat=4),
+        description="FxSR generator (Park et al. 2022): RRDBNet + SFT, steered by t in [0,1] (LR-size map)",
     ),
 }
 

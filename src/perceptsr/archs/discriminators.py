@@ -1,6 +1,7 @@
 """Image discriminators. Not in ARCHS (releases hold generators only): methods build these directly.
 
-Input: N×3×H×W images in [0,1]; output: N×1 logits (the losses apply the sigmoid where they need one).
+Input: N×3×H×W images in [0,1] (or, with `in_channels`, feature maps: SRFeat's feature discriminator);
+output: N×1 logits (the losses apply the sigmoid where they need one).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from perceptsr.archs.blocks import VirtualBatchNorm2d
 from perceptsr.errors import ConfigError, InputError
 
 
-def _check_images(name: str, x: Tensor, size: int | None) -> None:
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise InputError(f"{name} expects N×3×H×W images, got shape {tuple(x.shape)}")
+def _check_images(name: str, x: Tensor, size: int | None, channels: int = 3) -> None:
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise InputError(f"{name} expects N×{channels}×H×W images, got shape {tuple(x.shape)}")
     if size is not None and (x.shape[2] != size or x.shape[3] != size):
         raise InputError(f"{name} expects {size}×{size} patches, got {x.shape[2]}×{x.shape[3]}")
 
@@ -82,10 +83,13 @@ class SRGANDiscriminatorConfig:
     norm: Literal["batch", "virtual", "none"] = "batch"  # "none" for WGAN-GP (methods.md §1.3)
     head: Literal["dense", "conv"] = "dense"  # "conv": global average pool, so any patch size works
     dense_features: int = 1024
+    in_channels: int = 3  # 512 for SRFeat's feature discriminator on VGG19 relu5_4 maps
 
     def __post_init__(self) -> None:
-        if self.num_feat < 1 or self.input_size < 1 or self.dense_features < 1:
-            raise ConfigError("SRGAN discriminator: num_feat, input_size and dense_features must be >= 1")
+        if min(self.num_feat, self.input_size, self.dense_features, self.in_channels) < 1:
+            raise ConfigError(
+                "SRGAN discriminator: num_feat, input_size, dense_features and in_channels must be >= 1"
+            )
 
 
 class _ConvBlock(nn.Module):
@@ -122,7 +126,7 @@ class SRGANDiscriminator(nn.Module):
         self.config = config
         nf = config.num_feat
         widths = [nf, nf, nf * 2, nf * 2, nf * 4, nf * 4, nf * 8, nf * 8]
-        blocks, in_ch = [], 3
+        blocks, in_ch = [], config.in_channels
         for index, width in enumerate(widths):
             blocks.append(_ConvBlock(in_ch, width, 1 + index % 2, "none" if index == 0 else config.norm))
             in_ch = width
@@ -141,13 +145,13 @@ class SRGANDiscriminator(nn.Module):
         """Fix the virtual-BN reference batch (N×3×H×W in [0,1]); stored detached, on this module's device."""
         if self.config.norm != "virtual":
             raise ConfigError("set_reference needs an SRGAN discriminator with norm='virtual'")
-        _check_images("SRGAN discriminator reference", hr, self._size())
+        _check_images("SRGAN discriminator reference", hr, self._size(), self.config.in_channels)
         if hr.shape[0] < 1:
             raise InputError("the virtual-BN reference batch is empty")
         self.reference = hr.detach().clone().to(self.linear1.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_images("SRGAN discriminator", x, self._size())
+        _check_images("SRGAN discriminator", x, self._size(), self.config.in_channels)
         num_ref = 0
         if self.config.norm == "virtual":
             if self.reference is None:

@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from perceptsr.archs import ARCHS
 from perceptsr.errors import CheckpointError, InputError
-from perceptsr.release import save_release
+from perceptsr.release import build, save_release
 from perceptsr.weights import read_tensor_file
 
 
@@ -47,9 +46,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     A TensorFlow checkpoint prefix (`Model/NatSR` beside `Model/NatSR.index`) is read with TensorFlow if installed.
     """
     from perceptsr.convert.natsr import is_tf_checkpoint, read_tf_checkpoint
+    from perceptsr.convert.srfeat import read_npz
 
     if is_tf_checkpoint(path):
         return read_tf_checkpoint(path)
+    if Path(path).suffix.lower() == ".npz":  # also unpacks tensorlayer's pickled array lists, safely
+        return read_npz(path)
     obj = read_tensor_file(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
@@ -120,7 +122,7 @@ def count_indexed(state: Mapping[str, Any], template: str) -> int:
 
 
 # Converter modules import the helpers above, so they are imported after them.
-from perceptsr.convert import basicsr, natsr  # noqa: E402
+from perceptsr.convert import basicsr, fxsr, natsr, rrdb, sftgan, srfeat  # noqa: E402
 
 CONVERTERS: dict[str, Converter] = {
     "basicsr-msrresnet": Converter(
@@ -147,6 +149,54 @@ CONVERTERS: dict[str, Converter] = {
         detect=natsr.is_natsr_tf,
         convert=natsr.convert_frsr_tf,
     ),
+    "srfeat-npz": Converter(
+        name="srfeat-npz",
+        description="SRFeat TensorFlow release SRFeat_full.npz / SRFeat_init.npz (tensorlayer params list of 183)",
+        detect=srfeat.is_srfeat_npz,
+        convert=srfeat.convert_srfeat_npz,
+    ),
+    "sftgan-pytorch": Converter(
+        name="sftgan-pytorch",
+        description="SFTGAN PyTorch release SFTGAN_noBN_OST_bg.pth (CondNet, sft_branch, HR_branch.0/3 sub-pixel)",
+        detect=sftgan.is_sftgan_pytorch,
+        convert=sftgan.convert_sftgan_pytorch,
+    ),
+    "sftgan-torch": Converter(
+        name="sftgan-torch",
+        description="SFTGAN paper model SFTGAN_torch.pth (CondNet, sft_branch, HR_branch.1/4 nearest upsampling)",
+        detect=sftgan.is_sftgan_torch,
+        convert=sftgan.convert_sftgan_torch,
+    ),
+    "outdoorsceneseg": Converter(
+        name="outdoorsceneseg",
+        description="SFTGAN's segmentation prior segmentation_OST_bic.pth (feature.N, deconv) for --seg-model",
+        detect=sftgan.is_outdoorsceneseg,
+        convert=sftgan.convert_outdoorsceneseg,
+    ),
+    "fxsr": Converter(
+        name="fxsr",
+        description="FxSR-PD/DS-4x/8x.pth (RRDB_trunk.N.RDBk.sftM..., CondNet), strict",
+        detect=fxsr.is_fxsr,
+        convert=fxsr.convert_fxsr,
+    ),
+    "basicsr-rrdbnet": Converter(
+        name="basicsr-rrdbnet",
+        description="BasicSR v1 / Real-ESRGAN RRDBNet (body.N.rdbK.convM, conv_body, conv_up1/2), x1/x2/x4/x8",
+        detect=rrdb.is_basicsr,
+        convert=rrdb.convert_basicsr,
+    ),
+    "esrgan-rrdbnet": Converter(
+        name="esrgan-rrdbnet",
+        description="ESRGAN RRDBNet, e.g. RRDB_ESRGAN_x4.pth / RRDB_PSNR_x4.pth (RRDB_trunk.N.RDBk, trunk_conv)",
+        detect=rrdb.is_trunk,
+        convert=rrdb.convert_trunk,
+    ),
+    "esrgan-rrdbnet-old": Converter(
+        name="esrgan-rrdbnet-old",
+        description="original ESRGAN release / old-arch community models (model.1.sub.N.RDBk.convM.0)",
+        detect=rrdb.is_old,
+        convert=rrdb.convert_old,
+    ),
 }
 
 
@@ -168,7 +218,7 @@ def convert_state(state: Mapping[str, Any], *, kind: str | None = None) -> Conve
     elif kind not in CONVERTERS:
         raise InputError(f"unknown checkpoint kind {kind!r}; known kinds: {', '.join(CONVERTERS)}")
     converted = CONVERTERS[kind].convert(state)
-    model = ARCHS[converted.arch].module(converted.config)
+    model = build(converted.arch, converted.config)  # ARCHS or PRIORS (the segmentation prior)
     try:
         model.load_state_dict(converted.state_dict, strict=True)
     except RuntimeError as error:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -54,8 +54,8 @@ def _esrgan_phases() -> dict[str, Phase]:
 
 
 def fit_weight(weight: Weight, size: Sequence[int]) -> Weight:
-    """A weight map resized to `size` (bilinear, antialiased); floats and N×1×1×1 weights pass unchanged."""
-    if not isinstance(weight, Tensor) or tuple(weight.shape[-2:]) in ((1, 1), tuple(size)):
+    """A weight map resized to `size` (bilinear, antialiased); floats, scalars and N×1×1×1 weights pass unchanged."""
+    if not isinstance(weight, Tensor) or weight.dim() < 4 or tuple(weight.shape[-2:]) in ((1, 1), tuple(size)):
         return weight
     return F.interpolate(weight, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
 
@@ -73,7 +73,7 @@ def weighted_ragan(fake: Tensor, real: Tensor, weight: Weight) -> Tensor:
 
     mean_n w_n·(½·BCE(real_n − mean(fake), 0) + ½·BCE(fake_n − mean(real), 1)); real logits are detached.
     """
-    if not isinstance(weight, Tensor):
+    if not isinstance(weight, Tensor) or weight.dim() < 4:
         return weight * generator_loss("ragan", fake, real)
     real = real.detach()
     per_sample = weight.to(fake.dtype).mean(dim=(1, 2, 3)).view(-1, 1)

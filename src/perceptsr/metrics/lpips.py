@@ -195,7 +195,9 @@ def load_lpips(net: LpipsNet = "alex", *, folder: str | Path | None = None) -> L
     else:
         backbone_env = os.environ.get(spec.backbone.env)
         backbone = resolve_weights(spec.backbone, backbone_env or _download(spec.backbone, spec.backbone.filename))
-        linear = resolve_weights(spec.linear, _download(spec.linear, f"lpips_v0.1_{spec.linear.filename}"))
+        linear_env = os.environ.get(spec.linear.env)
+        cache_name = f"lpips_v0.1_{spec.linear.filename}"
+        linear = resolve_weights(spec.linear, linear_env or _download(spec.linear, cache_name))
     return load_lpips_state(module, backbone, linear, where=f"LPIPS {net}")
 
 

@@ -54,7 +54,8 @@ class ModelSpec:
     options: ConditionOptions
 
     def option_text(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in asdict(self.options).items() if v is not None)
+        return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in asdict(self.options).items() if v is not None)
 
 
 def parse_model_arg(text: str) -> ModelSpec:

@@ -1,0 +1,306 @@
+"""`perceptsr bench`: inference speed against the machine's own limit, and memory, measured in one run.
+
+Everything is timed in the same process, in interleaved rounds (best of each), so ratios hold on a busy
+machine: the roofline (a large channels-last 3x3 conv 64->64, fp32 and bf16, timed at the start and again at
+the end), then per architecture of `archs.ARCHS` (parameter-free ones like bicubic are skipped) its default
+config: FLOPs per output megapixel (torch.utils.flop_counter), achieved GFLOP/s of the best fp32 path and its
+fraction of the fp32 roofline, and each inference path's speed-up over plain eager fp32 NCHW (no_grad, as the
+reference toolboxes run). Input size: the largest of SIDES whose eager forward is expected within the time
+budget (an RRDB at 128x128 would take minutes on 2 cores), so big models fall back to smaller inputs; the
+size used is reported. Peak memory runs in child processes (ru_maxrss of a fresh interpreter): one per
+model, and the tiling case (x4 of a 2000x2000 input with the default model at precision auto, auto tile size;
+`max_tile_diff` compares it with an untiled run on a central crop, as benchmarks/tiling.py does).
+`quick=True` uses tiny configs and small inputs (a smoke test of the same code).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
+from torch.utils.flop_counter import FlopCounterMode
+
+import perceptsr
+from perceptsr.errors import InputError
+from perceptsr.speed import native_reduced_precision, prepare
+
+
+@dataclass(frozen=True)
+class Settings:
+    roofline_size: int  # spatial side of the roofline conv's input
+    sides: tuple[int, ...]  # LR input sides to try, largest first
+    budget_s: float  # longest expected eager forward
+    rounds: int  # timing rounds (best of)
+    tiling_size: int
+    tiling_overlap: int  # LR pixels (the inference default for real models)
+    tiny: bool  # tiny arch configs (spec.tiny) instead of the defaults
+
+
+FULL = Settings(roofline_size=256, sides=(128, 96, 64, 48, 32, 24, 16), budget_s=4.0, rounds=3, tiling_size=2000,
+                tiling_overlap=32, tiny=False)
+QUICK = Settings(roofline_size=48, sides=(16,), budget_s=1.0, rounds=1, tiling_size=128, tiling_overlap=16,
+                 tiny=True)
+CROP = 400  # LR side of the untiled reference crop in the tiling check
+
+
+def best_time(functions: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Best wall time (s) of each function over `rounds` interleaved rounds, after one warm-up call each."""
+    for function in functions.values():
+        function()
+    best = dict.fromkeys(functions, float("inf"))
+    for _ in range(rounds):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def roofline(size: int, rounds: int) -> dict[str, float]:
+    """GFLOP/s of a channels-last 3x3 conv 64->64 on 1x64xsizexsize, in fp32 and in bf16."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 64, size, size).contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(64, 64, 3, 3) * 0.05).contiguous(memory_format=torch.channels_last)
+    b = torch.zeros(64)
+    xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
+    flops = 2 * 64 * 64 * 9 * size * size
+    with torch.inference_mode():
+        times = best_time({"fp32": lambda: F.conv2d(x, w, b, padding=1),
+                           "bf16": lambda: F.conv2d(xb, wb, bb, padding=1)}, rounds + 1)
+    return {name: flops / seconds / 1e9 for name, seconds in times.items()}
+
+
+def build_arch(name: str, *, tiny: bool) -> nn.Module:
+    from perceptsr.archs import ARCHS
+
+    spec = ARCHS[name]
+    config = spec.config()
+    torch.manual_seed(0)
+    return spec.module(spec.tiny(config.scale) if tiny else config).eval()
+
+
+def example_input(model: nn.Module, side: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """A random 1x3xside x side LR and random condition maps (probabilities over channels when C > 1)."""
+    generator = torch.Generator().manual_seed(0)
+    lr = torch.rand(1, 3, side, side, generator=generator)
+    channels = getattr(model, "condition_channels", {})
+    conditions = {}
+    for name, factor in getattr(model, "condition_scales", {}).items():
+        value = torch.rand(1, channels.get(name, 1), side * factor, side * factor, generator=generator)
+        conditions[name] = value / value.sum(1, keepdim=True) if value.shape[1] > 1 else value
+    return lr, conditions
+
+
+def count_flops(model: nn.Module, side: int) -> int:
+    lr, conditions = example_input(model, side)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(lr, **conditions)
+    return counter.get_total_flops()
+
+
+def pick_side(model: nn.Module, settings: Settings, eager_gflops: float) -> int:
+    """The largest side whose eager forward should take <= budget_s, from FLOPs counted at the smallest side."""
+    smallest = settings.sides[-1]
+    per_pixel = count_flops(model, smallest) / smallest**2
+    return next((s for s in settings.sides if per_pixel * s * s / (eager_gflops * 1e9) <= settings.budget_s),
+                smallest)
+
+
+def bench_model(name: str, settings: Settings, roof: dict[str, float], *, compile: bool) -> dict:
+    """Times of every inference path of one architecture, in interleaved rounds; FLOPs and rates."""
+    eager = build_arch(name, tiny=settings.tiny)
+    side = pick_side(eager, settings, 0.4 * roof["fp32"])  # eager NCHW runs at ~0.4 of the roofline
+    lr, conditions = example_input(eager, side)
+    flops = count_flops(eager, side)
+    paths: dict[str, nn.Module] = {"fp32": prepare(copy.deepcopy(eager), precision="fp32"),
+                                   "bf16": prepare(copy.deepcopy(eager), precision="bf16")}
+    if compile:
+        paths["fp32+compile"] = prepare(copy.deepcopy(eager), precision="fp32", compile=True)
+        paths["bf16+compile"] = prepare(copy.deepcopy(eager), precision="bf16", compile=True)
+
+    def run_eager() -> Tensor:
+        with torch.no_grad():
+            return eager(lr, **conditions)
+
+    functions = {"eager": run_eager, **{k: (lambda m=m: m(lr, **conditions)) for k, m in paths.items()}}
+    times = best_time(functions, settings.rounds)
+    best = {p: min(t for k, t in times.items() if k.startswith(p)) for p in ("fp32", "bf16")}
+    out_pixels = side * side * eager.scale**2
+    fp32_gflops = flops / best["fp32"] / 1e9
+    return {"fp32_gflops": _round(fp32_gflops),
+            "fp32_roofline_fraction": _round(fp32_gflops / roof["fp32"]),
+            "speedup_vs_eager_fp32": {p: _round(times["eager"] / best[p]) for p in ("fp32", "bf16")},
+            "peak_rss_mb": None,  # filled in from a child process
+            "config": "tiny" if settings.tiny else "default", "input": f"{side}x{side}",
+            "gflop_per_output_mp": _round(flops / out_pixels * 1e6 / 1e9),
+            "bf16_gflops": _round(flops / best["bf16"] / 1e9),
+            "ms": {k: _round(t * 1e3) for k, t in times.items()}}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def child_model(arch: str, side: int, tiny: bool) -> dict:
+    """In a fresh process: peak RSS of one forward of `arch` through the precision-auto fast path."""
+    model = build_arch(arch, tiny=tiny)
+    lr, conditions = example_input(model, side)
+    before = peak_rss_mb()
+    fast = prepare(model, precision="auto")
+    fast(lr, **conditions)
+    return {"peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_forward_mb": round(before, 1),
+            "auto_precision": fast.precision}
+
+
+def tiling_model(tiny: bool) -> tuple[str, nn.Module]:
+    """The default model (bundled) or, when this install has none, a fresh MSRResNet (weights do not change the
+    memory; they make max_tile_diff a check of the layout only)."""
+    from perceptsr.models import default_model, load_model
+
+    name = default_model()
+    if name != "bicubic" and not tiny:
+        return name, load_model(name)
+    return f"msrresnet ({'tiny' if tiny else 'default'} config, random weights)", build_arch("msrresnet", tiny=tiny)
+
+
+def child_tiling(size: int, overlap: int, tiny: bool) -> dict:
+    """In a fresh process: x4 of a size x size random image, tiled (auto tile) at precision auto."""
+    from perceptsr.engine.tile import auto_tile_size
+    from perceptsr.inference import model_width, upscale_tensor
+
+    label, model = tiling_model(tiny)
+    fast = prepare(model, precision="auto")
+    lr = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    tile = 96 if tiny else auto_tile_size(model_width(model), model.scale)
+    start = time.perf_counter()
+    sr = upscale_tensor(fast, lr, tile=tile, overlap=overlap, precision="auto")
+    seconds, peak = time.perf_counter() - start, peak_rss_mb()
+    crop, context = min(CROP, size), overlap if size > CROP else 0
+    top = (size - crop) // 2
+    region = lr[:, :, max(0, top - context):top + crop + context, max(0, top - context):top + crop + context]
+    reference = fast(region)
+    s, inner = model.scale, slice(context * model.scale, (context + crop) * model.scale)
+    tiled = sr[:, :, top * s:(top + crop) * s, top * s:(top + crop) * s]
+    difference = (tiled.clamp(0, 1) - reference[:, :, inner, inner].clamp(0, 1)).abs().max()
+    return {"input": f"{size}x{size}", "scale": model.scale, "peak_rss_mb": round(peak, 1),
+            "max_tile_diff": float(difference), "model": label, "precision": fast.precision, "tile": tile,
+            "overlap": overlap, "seconds": round(seconds, 1), "output_mb": round(sr.numel() * 4 / 2**20, 1),
+            "check": f"untiled on the central {crop}x{crop} LR crop (+{context} px context)"}
+
+
+def spawn(jobs: list[dict]) -> list[dict]:
+    """Run child jobs (`python -m perceptsr.bench JSON`) side by side; their JSON results, in order.
+
+    They start after all timing is done (so they disturb none of it); each one's peak RSS is its own.
+    """
+    source = str(Path(perceptsr.__file__).resolve().parents[1])  # the children import this same perceptsr
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])))
+    children = [subprocess.Popen([sys.executable, "-m", "perceptsr.bench",
+                                  json.dumps({**job, "threads": torch.get_num_threads()})],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for job in jobs]
+    results = []
+    for job, child in zip(jobs, children, strict=True):
+        stdout, stderr = child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(f"bench child {job} failed:\n{stderr[-2000:]}")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return results
+
+
+def machine() -> dict:
+    """The conditions of this run (a busy machine lowers absolute numbers; ratios are what compare)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+               platform.processor())
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "load_average_1min": round(os.getloadavg()[0], 2),
+            "torch": torch.__version__, "native_reduced_precision": native_reduced_precision(torch.device("cpu"))}
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return handle.read().splitlines()
+    except OSError:
+        return []
+
+
+def run_bench(*, quick: bool = False, models: list[str] | None = None, compile: bool = False,
+              tiling: bool = True) -> dict:
+    """The whole benchmark as the `--json` contract (plus extra descriptive keys)."""
+    from perceptsr.archs import ARCHS
+
+    settings = QUICK if quick else FULL
+    names = models or [n for n in ARCHS if any(True for _ in build_arch(n, tiny=True).parameters())]
+    unknown = [n for n in names if n not in ARCHS]
+    if unknown:
+        raise InputError(f"unknown architecture {unknown[0]!r}; known: {', '.join(ARCHS)}")
+    conditions = {**machine(), "quick": quick, "compile": compile}
+    roof = roofline(settings.roofline_size, settings.rounds)
+    results = {name: bench_model(name, settings, roof, compile=compile) for name in names}
+    end = roofline(settings.roofline_size, settings.rounds)  # the best of start and end is the machine's limit
+    roof = {k: max(v, end[k]) for k, v in roof.items()}
+    conditions["load_average_1min_end"] = round(os.getloadavg()[0], 2)
+    jobs = [{"kind": "model", "arch": name, "side": int(r["input"].split("x")[0]), "tiny": settings.tiny}
+            for name, r in results.items()]
+    if tiling:
+        jobs.append({"kind": "tiling", "size": settings.tiling_size, "overlap": settings.tiling_overlap,
+                     "tiny": settings.tiny})
+    memory = spawn(jobs)
+    for result, child in zip(results.values(), memory[:len(results)], strict=True):
+        result["fp32_roofline_fraction"] = _round(result["fp32_gflops"] / roof["fp32"])
+        result.update(child)
+    output = {"roofline_gflops": {k: _round(v) for k, v in roof.items()}, "models": results,
+              "conditions": conditions}
+    if tiling:
+        output["tiling"] = memory[-1]
+    return output
+
+
+def _round(value: float) -> float:
+    """Four significant digits: JSON stays readable and tiny quick-run rates do not round to 0."""
+    return float(f"{value:.4g}")
+
+
+def format_table(result: dict) -> str:
+    """The human-readable form of a run_bench result."""
+    roof, c = result["roofline_gflops"], result["conditions"]
+    lines = [f"{c['cpu']}, {c['threads']} threads, load {c['load_average_1min']} -> {c['load_average_1min_end']}"
+             f"{' (quick: tiny configs)' if c['quick'] else ''}",
+             f"roofline (channels-last 3x3 conv 64->64): fp32 {roof['fp32']:.0f} GFLOP/s, bf16 {roof['bf16']:.0f}",
+             f"{'arch':10s} {'input':>8s} {'GFLOP/MP':>9s} {'fp32 GF/s':>9s} {'of roof':>7s} "
+             f"{'x fp32':>7s} {'x bf16':>7s} {'RSS MB':>7s}  times (ms)"]
+    for name, r in result["models"].items():
+        speed = r["speedup_vs_eager_fp32"]
+        times = ", ".join(f"{k} {v:.0f}" for k, v in r["ms"].items())
+        lines.append(f"{name:10s} {r['input']:>8s} {r['gflop_per_output_mp']:9.1f} {r['fp32_gflops']:9.1f} "
+                     f"{r['fp32_roofline_fraction']:7.2f} {speed['fp32']:7.2f} {speed['bf16']:7.2f} "
+                     f"{r['peak_rss_mb']:7.0f}  {times}")
+    if "tiling" in result:
+        t = result["tiling"]
+        lines.append(f"tiling: x{t['scale']} of {t['input']} ({t['model']}, {t['precision']}, tile {t['tile']}): "
+                     f"peak RSS {t['peak_rss_mb']:.0f} MB (output alone {t['output_mb']:.0f} MB), "
+                     f"max |tiled - untiled| {t['max_tile_diff']:.2e} in {t['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def _child_main(job: dict) -> dict:
+    torch.set_num_threads(int(job.get("threads", torch.get_num_threads())))
+    if job["kind"] == "model":
+        return child_model(job["arch"], job["side"], job["tiny"])
+    return child_tiling(job["size"], job["overlap"], job["tiny"])
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child_main(json.loads(sys.argv[1]))))  # noqa: T201

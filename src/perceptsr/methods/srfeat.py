@@ -1,0 +1,151 @@
+"""SRFeat (Park et al., ECCV 2018): MSE pre-training, then perceptual loss + image and feature adversaries.
+
+Phase `pretrain` trains the generator on MSE in its own [-1,1] space (`main_gan_init.py`). Phase `gan` uses
+MSE(φ(sr)/12.75, φ(hr)/12.75) on VGG19 relu5_4 (post-ReLU, Caffe BGR input clipped to [0,1]) plus 1e-3·BCE of
+each discriminator, whose own losses are also ×1e-3 (`main_gan_train.py`). The release built its GAN-stage
+generator with `is_train=False`, so BN uses the pre-trained running statistics there (weights and BN affine
+parameters still learn); `freeze_bn` does the same here. The variants are the discriminators the gan phase
+trains: [generator, image] = SRFeat_I, [generator, feature] = SRFeat_F, both = SRFeat_IF (the release).
+Specification: methods.md §2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
+
+from perceptsr.archs.srfeat import (
+    FEATURE_LAYER,
+    SRFeatDiscriminatorConfig,
+    SRFeatGenerator,
+    SRFeatGeneratorConfig,
+    feature_discriminator,
+    image_discriminator,
+)
+from perceptsr.archs.vgg import VGGFeatureExtractor
+from perceptsr.errors import ConfigError
+from perceptsr.losses import discriminator_loss, generator_loss
+from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
+
+DISCRIMINATORS = ("image", "feature")
+
+# The release's epochs over ~100k pre-cropped DIV2K patches at batch 9: its loop `range(0, N - 9, 9)` makes
+# 11,111 iterations per epoch, and both scripts run epochs 0..n inclusive.
+ITERATIONS_PER_EPOCH = 11_111
+
+
+def _paper_phases() -> dict[str, Phase]:
+    """Pre-training: 21 epochs at 1e-4, x0.1 from epoch 17. GAN: 5 epochs at 1e-4, x0.1 at epochs 2 and 4,
+    Adam eps 1e-10. Adam beta1 0.9 throughout (`config.py`)."""
+    epoch = ITERATIONS_PER_EPOCH
+    gan_adam = OptimizerConfig(learning_rate=1e-4, betas=(0.9, 0.999), eps=1e-10)
+    return {
+        "pretrain": Phase(
+            iterations=21 * epoch, trains=(GENERATOR,),
+            generator_optimizer=OptimizerConfig(learning_rate=1e-4, betas=(0.9, 0.999)),
+            schedule=ScheduleConfig(kind="multistep", milestones=(17 * epoch,), gamma=0.1),
+        ),
+        "gan": Phase(
+            iterations=5 * epoch, trains=(GENERATOR, *DISCRIMINATORS), generator_optimizer=gan_adam,
+            discriminator_optimizer=gan_adam,
+            schedule=ScheduleConfig(kind="multistep", milestones=(2 * epoch, 4 * epoch), gamma=0.1),
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class SRFeatConfig:
+    """SRFeat settings; defaults are the release's SRFeat_IF."""
+
+    generator: SRFeatGeneratorConfig = field(default_factory=SRFeatGeneratorConfig)
+    image_discriminator: SRFeatDiscriminatorConfig = field(default_factory=SRFeatDiscriminatorConfig)
+    feature_discriminator: SRFeatDiscriminatorConfig = field(default_factory=SRFeatDiscriminatorConfig)
+    patch_size: int = 296  # the HR patch the dense heads are sized for; must equal data.patch_size with them
+    feature_scale: float = 1 / 12.75  # φ54 scaling for both the perceptual loss and the feature D input
+    perceptual_weight: float = 1.0
+    image_weight: float = 1e-3
+    feature_weight: float = 1e-3
+    discriminator_weight: float = 1e-3  # the release scales the discriminators' BCE terms too
+    freeze_bn: bool = True  # generator BN in eval mode (running statistics fixed) during the gan phase
+    vgg_weights: str | None = None
+    allow_random_vgg: bool = False
+    phases: dict[str, Phase] = field(default_factory=_paper_phases)
+
+    def __post_init__(self) -> None:
+        if set(self.phases) != {"pretrain", "gan"}:
+            raise ConfigError(f"srfeat has phases pretrain and gan, got {sorted(self.phases)}")
+        if self.phases["pretrain"].trains != (GENERATOR,):
+            raise ConfigError("srfeat: phase pretrain trains only the generator")
+        unknown = set(self.phases["gan"].trains) - {GENERATOR, *DISCRIMINATORS}
+        if unknown:
+            raise ConfigError(f"srfeat: phase gan can train generator, image, feature; not {sorted(unknown)}")
+        if self.patch_size < 1:
+            raise ConfigError(f"model.patch_size must be positive, got {self.patch_size}")
+
+
+class SRFeat(Method):
+    """SRFeat generator + the discriminators its gan phase trains (`image` on images, `feature` on φ54)."""
+
+    def __init__(self, config: SRFeatConfig) -> None:
+        gan = config.phases["gan"]
+        builders = {"image": (image_discriminator, config.image_discriminator),
+                    "feature": (feature_discriminator, config.feature_discriminator)}
+        super().__init__(
+            SRFeatGenerator(config.generator),
+            **{name: build(cfg, config.patch_size) for name, (build, cfg) in builders.items() if name in gan.trains},
+        )
+        self.config = config
+        self.vgg: nn.Module | None = None
+        if gan.iterations > 0:
+            self.vgg = VGGFeatureExtractor([FEATURE_LAYER], normalize="caffe", weights=config.vgg_weights,
+                                           allow_random=config.allow_random_vgg)
+
+    def on_train_start(self, batch: Batch) -> None:
+        dense = [name for name, net in self.discriminators.items() if net.config.head == "dense"]
+        if dense and batch.hr.shape[-1] != self.config.patch_size:
+            raise ConfigError(
+                f"the dense head of the {dense[0]} discriminator needs {self.config.patch_size}x"
+                f"{self.config.patch_size} HR patches but data.patch_size gives {batch.hr.shape[-1]}; set "
+                f"model.patch_size={batch.hr.shape[-1]} or model.{dense[0]}_discriminator.head=conv"
+            )
+
+    def make_sr(self, batch: Batch, phase: str) -> Tensor:
+        # Set here, right before the generator runs, so a validation pass toggling train() cannot undo it.
+        frozen = phase == "gan" and self.config.freeze_bn
+        for module in self.generator.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.train(self.training and not frozen)
+        return self.generator(batch.lr)
+
+    def _features(self, images: Tensor) -> Tensor:
+        """φ54/12.75 of [0,1] images; the release clips the VGG input to [0,1] (`Vgg19_simple_api`)."""
+        return self.vgg(images.clamp(0, 1))[FEATURE_LAYER] * self.config.feature_scale
+
+    def generator_losses(self, batch: Batch, sr: Tensor, phase: str) -> dict[str, Tensor]:
+        if phase == "pretrain":
+            return {"mse": F.mse_loss(sr * 2 - 1, batch.hr * 2 - 1)}
+        cfg = self.config
+        fake = self._features(sr)
+        with torch.no_grad():
+            real = self._features(batch.hr)
+        terms = {"perceptual": cfg.perceptual_weight * F.mse_loss(fake, real)}
+        if "image" in self.discriminators:
+            terms["image"] = cfg.image_weight * generator_loss("vanilla", self.discriminators["image"](sr * 2 - 1))
+        if "feature" in self.discriminators:
+            terms["feature"] = cfg.feature_weight * generator_loss("vanilla", self.discriminators["feature"](fake))
+        return terms
+
+    def discriminator_losses(self, batch: Batch, sr: Tensor | None, phase: str) -> dict[str, Tensor]:
+        weight, terms = self.config.discriminator_weight, {}
+        if "image" in self.discriminators:
+            image = self.discriminators["image"]  # sees [-1,1] images, as in the release
+            terms["image"] = weight * discriminator_loss("vanilla", image(batch.hr * 2 - 1), image(sr * 2 - 1))
+        if "feature" in self.discriminators:
+            feature = self.discriminators["feature"]
+            with torch.no_grad():
+                real, fake = self._features(batch.hr), self._features(sr)
+            terms["feature"] = weight * discriminator_loss("vanilla", feature(real), feature(fake))
+        return terms

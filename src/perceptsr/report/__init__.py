@@ -1,0 +1,50 @@
+"""`perceptsr report`: numbers, plots and a comparison viewer for models on datasets, in one folder.
+
+`run_report` computes (or reads from the cache) every model on every dataset and writes OUTDIR/results.json,
+results.csv, results.md, pd_niqe.png (pd_lpips.png with LPIPS) and index.html.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from perceptsr.metrics.lpips import LPIPS
+from perceptsr.report.plots import plot_pd
+from perceptsr.report.run import compute_report
+from perceptsr.report.specs import ModelSpec, parse_model_arg
+from perceptsr.report.tables import write_csv, write_json, write_markdown
+from perceptsr.report.viewer import write_viewer
+
+__all__ = ["ModelSpec", "compute_report", "parse_model_arg", "run_report", "write_outputs"]
+
+
+def write_outputs(doc: dict, out: Path) -> list[Path]:
+    """Write the tables, the plots and the viewer for a computed report; return the files written."""
+    out = Path(out)
+    write_json(doc, out / "results.json")
+    write_csv(doc, out / "results.csv")
+    write_markdown(doc, out / "results.md")
+    plots = plot_pd(doc, out)
+    links = ["results.md", "results.csv", "results.json", *[p.name for p in plots]]
+    viewer = write_viewer(doc, out, links)
+    return [out / "results.json", out / "results.csv", out / "results.md", *plots, viewer]
+
+
+def run_report(
+    *,
+    models: Sequence[ModelSpec],
+    data: Sequence[Path],
+    scale: int,
+    out: Path,
+    lpips: LPIPS | None = None,
+    lpips_note: str = "",
+    device: str = "auto",
+    tile: int | None = None,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> tuple[dict, list[Path]]:
+    """Compute the report (cached SR images and numbers are reused) and write every output file."""
+    doc = compute_report(models=models, data=data, scale=scale, out=out, lpips=lpips, lpips_note=lpips_note,
+                         device=device, tile=tile, max_images=max_images, progress=progress)
+    return doc, write_outputs(doc, out)

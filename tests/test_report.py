@@ -1,0 +1,270 @@
+"""`perceptsr report`: model arguments, the protocol's numbers, the cache, LPIPS on/off, tables, plots, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from perceptsr import cli
+from perceptsr.archs import ARCHS
+from perceptsr.engine.evaluate import evaluate
+from perceptsr.errors import CheckpointError, InputError
+from perceptsr.io import read_image
+from perceptsr.metrics import psnr
+from perceptsr.metrics.lpips import LPIPS
+from perceptsr.models import load_model
+from perceptsr.release import save_release
+from perceptsr.report import parse_model_arg, run_report
+from perceptsr.report import run as report_run
+from perceptsr.report.plots import find_sweep, plot_pd, sweep_curves
+from perceptsr.report.viewer import render
+from perceptsr.resize import degrade
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions: one thread is many times faster than two on a shared, loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_set(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, (h, w) in enumerate(sizes):
+        base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+        Image.fromarray(base).resize((w, h), Image.BICUBIC).save(folder / f"im{i}.png")
+    return folder
+
+
+def smooth_release(path: Path, scale: int = 4) -> Path:
+    """A tiny MSRResNet with near-zero weights (output ≈ its bilinear skip): a bicubic-like model file."""
+    torch.manual_seed(0)
+    spec = ARCHS["msrresnet"]
+    model = spec.module(spec.tiny(scale))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(0.05)
+    save_release(path, arch="msrresnet", config=model.config, state_dict=model.state_dict())
+    return path
+
+
+def random_lpips() -> LPIPS:
+    torch.manual_seed(0)
+    module = LPIPS("alex")
+    for k in range(5):
+        head = getattr(module, f"lin{k}").model[1].weight
+        head.data = torch.rand_like(head)
+    return module
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("report")
+    data = write_set(root / "tiny", [(104, 200), (64, 60)])
+    model = smooth_release(root / "smooth.safetensors")
+    return {"root": root, "data": data, "model": model}
+
+
+def test_model_arguments() -> None:
+    plain = parse_model_arg("bicubic")
+    assert (plain.source, plain.label, plain.option_text()) == ("bicubic", "bicubic", "")
+    spec = parse_model_arg("runs/fx.safetensors:t=0.3,label=FxSR-0.3")
+    assert (spec.source, spec.label, spec.options.t) == ("runs/fx.safetensors", "FxSR-0.3", 0.3)
+    assert parse_model_arg("fx.safetensors:t=0.5").label == "fx (t=0.5)"
+    assert parse_model_arg(r"C:\models\x.safetensors").source == r"C:\models\x.safetensors"  # no options
+    for bad in ("x.safetensors:t=abc", "x.safetensors:colour=red", "x.safetensors:t="):
+        with pytest.raises(InputError):
+            parse_model_arg(bad)
+
+
+def test_numbers_follow_the_protocol_and_the_cache_is_reused(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = setup["root"] / "out"
+    models = [parse_model_arg("bicubic"), parse_model_arg(str(setup["model"]))]
+    doc, files = run_report(models=models, data=[setup["data"]], scale=4, out=out, device="cpu", progress=False)
+    bic, smooth = (m["id"] for m in doc["models"])
+    assert doc["columns"][0]["key"] == "psnr_y" and "lpips" not in [c["key"] for c in doc["columns"]]
+    # Y and RGB numbers are those of the shared evaluator (same pairs, same quantisation)
+    for y_channel, suffix in ((True, "y"), (False, "rgb")):
+        ref = evaluate(load_model("bicubic", scale=4), setup["data"], scale=4, y_channel=y_channel,
+                       metrics=("psnr", "ssim"), progress=False)
+        for stem, values in ref.images.items():
+            got = doc["results"]["tiny"][bic]["images"][stem]
+            assert got[f"psnr_{suffix}"] == pytest.approx(values["psnr"], abs=1e-9)
+            assert got[f"ssim_{suffix}"] == pytest.approx(values["ssim"], abs=1e-9)
+    images = doc["results"]["tiny"][smooth]["images"]
+    sr = read_image(out / "sr" / smooth / "tiny" / "im0.png").rgb
+    lr = degrade(read_image(setup["data"] / "im0.png").rgb, 4)
+    assert images["im0"]["lr_psnr"] == pytest.approx(psnr(degrade(sr, 4), lr))
+    assert 20 < images["im0"]["psnr_y"] < 60 and images["im0"]["psnr_y"] != images["im0"]["psnr_rgb"]
+    assert math.isfinite(images["im0"]["niqe"]) and math.isnan(images["im1"]["niqe"])  # 64x60: too small
+    assert doc["results"]["tiny"][smooth]["mean"]["niqe"] == images["im0"]["niqe"]  # NaN left out of the mean
+    assert [p.name for p in files] == ["results.json", "results.csv", "results.md", "pd_niqe.png", "index.html"]
+
+    calls = []
+    monkeypatch.setattr(report_run, "upscale_quantised", lambda *a, **k: calls.append(a) or pytest.fail("ran"))
+    again, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, device="cpu", progress=False)
+    assert json.dumps(report_run.to_json(again)) == json.dumps(report_run.to_json(doc))
+
+    # a changed HR image is recomputed (for every model), the other image is not
+    monkeypatch.undo()
+    real = report_run.upscale_quantised
+    monkeypatch.setattr(report_run, "upscale_quantised", lambda *a, **k: calls.append(a) or real(*a, **k))
+    changed = setup["root"] / "changed" / "tiny"
+    changed.mkdir(parents=True)
+    shutil.copyfile(setup["data"] / "im0.png", changed / "im0.png")
+    Image.open(setup["data"] / "im1.png").transpose(Image.FLIP_LEFT_RIGHT).save(changed / "im1.png")
+    run_report(models=models, data=[changed], scale=4, out=out, device="cpu", progress=False)
+    assert len(calls) == 2  # im1 for both models
+
+
+def test_lpips_column_when_weights_are_loaded(setup: dict) -> None:
+    out = setup["root"] / "with_lpips"
+    models = [parse_model_arg("bicubic"), parse_model_arg(f"{setup['model']}:label=smooth")]
+    doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, lpips=random_lpips(),
+                        device="cpu", progress=False)
+    assert doc["columns"][-1]["key"] == "lpips" and doc["lpips"] == {"available": True, "net": "alex", "note": ""}
+    values = [doc["results"]["tiny"][m["id"]]["images"]["im0"]["lpips"] for m in doc["models"]]
+    assert all(v > 0 for v in values) and values[0] != values[1]
+    assert (out / "pd_lpips.png").is_file()
+    md = (out / "results.md").read_text()
+    assert "LPIPS ↓" in md and "LPIPS v0.1 alex, RGB, crop 4" in md
+    # without weights the column is left out, never filled in
+    doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, lpips_note="no weights offline",
+                        device="cpu", progress=False)
+    assert "lpips" not in doc["results"]["tiny"][doc["models"][0]["id"]]["mean"]
+    assert "LPIPS: unavailable (no weights offline)" in (out / "results.md").read_text()
+    assert "lpips" not in (out / "results.csv").read_text()
+
+
+def test_tables_name_conventions_and_mark_the_best(setup: dict) -> None:
+    out = setup["root"] / "out"
+    models = [parse_model_arg("bicubic"), parse_model_arg(str(setup["model"]))]
+    doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, device="cpu", progress=False)
+    strict = json.loads((out / "results.json").read_text(),
+                        parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert strict["results"]["tiny"][doc["models"][0]["id"]]["images"]["im1"]["niqe"] is None
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 2 * (2 + 1) and {r["image"] for r in rows} == {"im0", "im1", "mean"}
+    assert float(rows[0]["psnr_y"]) == pytest.approx(doc["results"]["tiny"][doc["models"][0]["id"]]["images"]
+                                                     ["im0"]["psnr_y"])
+    md = (out / "results.md").read_text()
+    assert "MATLAB Y channel" in md and "on RGB" in md and "crop 4" in md
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| model | PSNR-Y ↑ | SSIM-Y ↑ | PSNR-RGB ↑")
+    for column in range(1, 7):
+        cells = [line.split(" | ")[column] for line in table[1:]]
+        assert sum(c.startswith("**") for c in cells) >= 1, (column, cells)
+
+
+def test_sweep_files_are_found_and_plotted(setup: dict, tmp_path: Path) -> None:
+    model = {"id": "x", "label": "fx (t=0.8)", "source": str(tmp_path / "fx.safetensors")}
+    assert find_sweep(model, tmp_path) is None
+    rows = [{"t": t, "psnr": 30 - 3 * t, "ssim": 0.8, "niqe": 8 - 4 * t} for t in (1.0, 0.0, 0.5)]
+    sweep = {"model": "other.safetensors", "dataset": "tiny", "protocol": {"y_channel": True}, "rows": rows}
+    (tmp_path / "out" / "fx_sweep").mkdir(parents=True)
+    (tmp_path / "out" / "fx_sweep" / "sweep.json").write_text(json.dumps(sweep))  # as `perceptsr sweep -o` does
+    assert find_sweep(model, tmp_path / "out") is None  # another model's sweep
+    sweep["model"] = "fx.safetensors"
+    (tmp_path / "out" / "fx_sweep" / "sweep.json").write_text(json.dumps(sweep))
+    found = find_sweep(model, tmp_path / "out")
+    assert found is not None and sweep_curves(found, "niqe") == {"tiny": [(0.0, 8.0, 30.0), (0.5, 6.0, 28.5),
+                                                                          (1.0, 4.0, 27.0)]}
+    assert sweep_curves(found, "lpips") == {}  # no LPIPS in this sweep
+    assert sweep_curves({**found, "protocol": {"y_channel": False}}, "niqe") == {}  # RGB PSNR: not on this axis
+    (tmp_path / "fx.sweep.json").write_text(json.dumps({**sweep, "rows": rows[:1]}))
+    assert find_sweep(model, tmp_path / "out")["rows"] == rows[:1]  # beside the model file wins
+    doc = {"scale": 4, "columns": [{"key": "psnr_y"}, {"key": "niqe"}], "datasets": [{"name": "tiny"}],
+           "models": [model], "results": {"tiny": {"x": {"mean": {"psnr_y": 29.0, "niqe": 5.0}}}}}
+    (tmp_path / "fx.sweep.json").unlink()
+    assert [p.name for p in plot_pd(doc, tmp_path / "out")] == ["pd_niqe.png"]
+    assert Image.open(tmp_path / "out" / "pd_niqe.png").size[0] > 300
+
+
+def test_viewer_page_escapes_labels(setup: dict) -> None:
+    out = setup["root"] / "out"
+    models = [parse_model_arg("bicubic:label=</script><b>x")]
+    doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, device="cpu", progress=False)
+    page = render(doc, ["results.md"])
+    assert "</script><b>x" not in page and "{{" not in page
+    start = page.index('id="report-data">') + len('id="report-data">')
+    data = json.loads(page[start:page.index("</script>", start)])
+    assert data["panels"][1]["label"] == "</script><b>x"
+    assert data["images"][0]["src"]["hr"] == "hr/tiny/im0.png"
+
+
+def test_cli_lpips_unavailable_is_one_line(setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    def offline(net: str, *, folder: Path | None = None) -> LPIPS:
+        raise CheckpointError("AlexNet ImageNet weights are not available offline (no network)")
+
+    monkeypatch.setattr("perceptsr.metrics.lpips.load_lpips", offline)
+    monkeypatch.delenv("PERCEPTSR_LPIPS_WEIGHTS", raising=False)
+    out = tmp_path / "cli"
+    code = cli.main(["report", "--model", "bicubic", "--data", str(setup["data"]), "--scale", "4", "-o", str(out),
+                     "--quiet", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert [line for line in err.splitlines() if "LPIPS" in line] == [
+        "perceptsr: LPIPS unavailable, left out of the report: AlexNet ImageNet weights are not available "
+        "offline (no network)"]
+    assert "LPIPS: unavailable" in (out / "results.md").read_text()
+    # an explicit folder that does not work is an error, not a silent omission
+    code = cli.main(["report", "--model", "bicubic", "--data", str(setup["data"]), "--scale", "4", "-o", str(out),
+                     "--quiet", "--lpips-weights", str(tmp_path)])
+    assert code == 2 and "error" in capsys.readouterr().err
+
+
+def test_cli_end_to_end(setup: dict, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "e2e"
+    done = subprocess.run([sys.executable, "-m", "perceptsr", "report", "--data", str(setup["data"]), "--scale", "4",
+                           "--no-lpips", "--quiet", "--device", "cpu", "--model", "bicubic", "--model",
+                           str(setup["model"]), "-o", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in out.iterdir()} >= {"index.html", "results.md", "results.csv", "results.json",
+                                               "pd_niqe.png", "sr", "hr"}
+
+
+def test_cli_bad_input_is_one_line_and_writes_no_results(setup: dict, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    base = ["report", "--data", str(setup["data"]), "--scale", "4", "--no-lpips", "--quiet", "--model", "bicubic"]
+    for extra, expected in ((["--model", str(tmp_path / "missing.safetensors")], "missing.safetensors"),
+                            (["--model", "bicubic:t=0.5"], "FxSR"),
+                            (["--model", "bicubic:label=a", "--model", "bicubic:label=a"], "labelled"),
+                            (["--model", f"{setup['model']}:seg=auto"], "SFTGAN")):
+        code = cli.main([*base, *extra, "-o", str(tmp_path / "bad")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and expected in err[0], err
+        assert not (tmp_path / "bad" / "results.json").exists()
+
+
+def test_conditional_model_defaults_and_options(setup: dict) -> None:
+    torch.manual_seed(1)
+    spec = ARCHS["fxsr"]
+    model = spec.module(spec.tiny(4))
+    path = setup["root"] / "fx.safetensors"
+    save_release(path, arch="fxsr", config=model.config, state_dict=model.state_dict())
+    models = [parse_model_arg(str(path)), parse_model_arg(f"{path}:t=0"), parse_model_arg(f"{path}:t=0.8")]
+    doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=setup["root"] / "fx", device="cpu",
+                        progress=False)
+    default, zero, explicit = (doc["results"]["tiny"][m["id"]]["images"]["im0"] for m in doc["models"])
+    assert [m["label"] for m in doc["models"]] == ["fx", "fx (t=0)", "fx (t=0.8)"]
+    assert default == explicit and default["psnr_y"] != zero["psnr_y"]  # default t = 0.8, as FxSR's test
+    assert len({m["id"] for m in doc["models"]}) == 3  # options are part of the cache key
