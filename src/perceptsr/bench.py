@@ -8,8 +8,8 @@ fraction of the fp32 roofline, and each inference path's speed-up over plain eag
 reference toolboxes run). Input size: the largest of SIDES whose eager forward is expected within the time
 budget (an RRDB at 128x128 would take minutes on 2 cores), so big models fall back to smaller inputs; the
 size used is reported. Peak memory runs in child processes (ru_maxrss of a fresh interpreter): one per
-model, and the tiling case (x4 of a 2000x2000 input with the default model at precision auto, auto tile size;
-`max_tile_diff` compares it with an untiled run on a central crop, as benchmarks/tiling.py does).
+model, and the tiling case (x4 of a 2000x2000 input with the default model at precision auto, 512-pixel
+tiles; `max_tile_diff` compares it with an untiled run on a central crop, as benchmarks/tiling.py does).
 `quick=True` uses tiny configs and small inputs (a smoke test of the same code).
 """
 
@@ -44,14 +44,15 @@ class Settings:
     budget_s: float  # longest expected eager forward
     rounds: int  # timing rounds (best of)
     tiling_size: int
+    tiling_tile: int  # LR pixels, as benchmarks/tiling.py (auto_tile_size picks ~1000 with 20 GB free: ~12 GB RSS)
     tiling_overlap: int  # LR pixels (the inference default for real models)
     tiny: bool  # tiny arch configs (spec.tiny) instead of the defaults
 
 
 FULL = Settings(roofline_size=256, sides=(128, 96, 64, 48, 32, 24, 16), budget_s=4.0, rounds=3, tiling_size=2000,
-                tiling_overlap=32, tiny=False)
-QUICK = Settings(roofline_size=48, sides=(16,), budget_s=1.0, rounds=1, tiling_size=128, tiling_overlap=16,
-                 tiny=True)
+                tiling_tile=512, tiling_overlap=32, tiny=False)
+QUICK = Settings(roofline_size=48, sides=(16,), budget_s=1.0, rounds=1, tiling_size=128, tiling_tile=96,
+                 tiling_overlap=16, tiny=True)
 CROP = 400  # LR side of the untiled reference crop in the tiling check
 
 
@@ -175,15 +176,13 @@ def tiling_model(tiny: bool) -> tuple[str, nn.Module]:
     return f"msrresnet ({'tiny' if tiny else 'default'} config, random weights)", build_arch("msrresnet", tiny=tiny)
 
 
-def child_tiling(size: int, overlap: int, tiny: bool) -> dict:
-    """In a fresh process: x4 of a size x size random image, tiled (auto tile) at precision auto."""
-    from perceptsr.engine.tile import auto_tile_size
-    from perceptsr.inference import model_width, upscale_tensor
+def child_tiling(size: int, tile: int, overlap: int, tiny: bool) -> dict:
+    """In a fresh process: x4 of a size x size random image, tiled, at precision auto."""
+    from perceptsr.inference import upscale_tensor
 
     label, model = tiling_model(tiny)
     fast = prepare(model, precision="auto")
     lr = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    tile = 96 if tiny else auto_tile_size(model_width(model), model.scale)
     start = time.perf_counter()
     sr = upscale_tensor(fast, lr, tile=tile, overlap=overlap, precision="auto")
     seconds, peak = time.perf_counter() - start, peak_rss_mb()
@@ -255,8 +254,8 @@ def run_bench(*, quick: bool = False, models: list[str] | None = None, compile: 
     jobs = [{"kind": "model", "arch": name, "side": int(r["input"].split("x")[0]), "tiny": settings.tiny}
             for name, r in results.items()]
     if tiling:
-        jobs.append({"kind": "tiling", "size": settings.tiling_size, "overlap": settings.tiling_overlap,
-                     "tiny": settings.tiny})
+        jobs.append({"kind": "tiling", "size": settings.tiling_size, "tile": settings.tiling_tile,
+                     "overlap": settings.tiling_overlap, "tiny": settings.tiny})
     memory = spawn(jobs)
     for result, child in zip(results.values(), memory[:len(results)], strict=True):
         result["fp32_roofline_fraction"] = _round(result["fp32_gflops"] / roof["fp32"])
@@ -299,7 +298,7 @@ def _child_main(job: dict) -> dict:
     torch.set_num_threads(int(job.get("threads", torch.get_num_threads())))
     if job["kind"] == "model":
         return child_model(job["arch"], job["side"], job["tiny"])
-    return child_tiling(job["size"], job["overlap"], job["tiny"])
+    return child_tiling(job["size"], job["tile"], job["overlap"], job["tiny"])
 
 
 if __name__ == "__main__":
