@@ -18,6 +18,7 @@ from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
 from perceptsr.engine.setup import parse_train_config
 from perceptsr.engine.train import Trainer
 from perceptsr.errors import CheckpointError, ConfigError, InputError
+from perceptsr.methods.base import Batch
 from perceptsr.methods.natsr import NatSR, NatSRConfig
 from perceptsr.natsr_data import TexturedDataset, blur_blend, inject_dct_noise, interpolated_lr, texture_stats
 
@@ -227,7 +228,6 @@ def test_nmd_batches_and_config_checks(hr_folder: Path) -> None:
     config = parse_train_config(tiny(hr_folder, nmd=1)).model
     method = NatSR(config)
     hr = torch.rand(8, 3, 32, 32)
-    from perceptsr.methods.base import Batch
     from perceptsr.resize import degrade
 
     batch = method.prepare(Batch(degrade(hr, 4), hr), "nmd", torch.Generator().manual_seed(0))
@@ -352,10 +352,12 @@ def test_nmd_checkpoint_feeds_training_not_a_release(tmp_path: Path) -> None:
     assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
     method = NatSR(NatSRConfig(generator=FRSRConfig(num_feat=4), nmd=NMDConfig(num_feat=2), discriminator=SMALL_D,
                                nmd_init=str(tmp_path / "nmd.npz")))
+    batch = Batch(torch.rand(8, 3, 8, 8), torch.rand(8, 3, 32, 32))
+    method.on_train_start(batch)  # the trainer loads nmd_init here
     assert all(torch.equal(method.discriminators["nmd"].state_dict()[k], v) for k, v in source.state_dict().items())
     with pytest.raises(CheckpointError, match="does not fit"):
         NatSR(NatSRConfig(generator=FRSRConfig(num_feat=4), nmd=NMDConfig(num_feat=4), discriminator=SMALL_D,
-                          nmd_init=str(tmp_path / "nmd.npz")))
+                          nmd_init=str(tmp_path / "nmd.npz"))).on_train_start(batch)
 
 
 def test_tf_prefix_needs_tensorflow(tmp_path: Path) -> None:

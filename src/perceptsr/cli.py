@@ -184,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
                    help="auto: bf16/fp16 where the hardware runs it natively and the model's output holds")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster tiles)")
-    p.add_argument("--seg", default=None, help="SFTGAN: 'auto' (segment the image) or a segmentation map file")
-    p.add_argument("--seg-model", default=None, help="SFTGAN: segmentation model release file for --seg auto")
+    p.add_argument("--seg", default=None,
+                   help="SFTGAN: auto | probability .npy | folder of <stem>_segprob.npy | label image")
+    p.add_argument("--seg-model", default=None,
+                   help="SFTGAN: segmentation model for --seg auto, or a label mapping (ade20k | FILE.yaml)")
     p.add_argument("--t", type=float, default=None, help="FxSR: style t in [0,1] (0 = distortion, 1 = perception)")
     p.add_argument("--t-map", default=None, help="FxSR: grayscale picture of per-pixel t (0 -> 0, 255 -> 1)")
     p.set_defaults(func=cmd_upscale)

@@ -114,8 +114,6 @@ class NatSR(Method):
         self.register_buffer("blur_accuracy_history", torch.zeros(config.curriculum_window, dtype=torch.float64))
         self._patch_source: torch.utils.data.Dataset | None = None
         self._val: dict[str, Tensor] | None = None
-        if config.nmd_init is not None and "nmd" in nets:
-            self._load_nmd(config.nmd_init)
 
     def _load_nmd(self, source: str) -> None:
         from perceptsr.convert.natsr import load_nmd_state
@@ -143,7 +141,10 @@ class NatSR(Method):
         return dataset
 
     def on_train_start(self, batch: Batch) -> None:
+        """Check patch and batch sizes; load `nmd_init` (here, not in __init__, so exporting a run never reads it)."""
         runs = {name: phase.iterations > 0 for name, phase in self.phases.items()}
+        if self.config.nmd_init is not None and "nmd" in self.discriminators:
+            self._load_nmd(self.config.nmd_init)
         height, width = batch.hr.shape[-2:]
         if (runs["nmd"] or runs["gan"]) and (height % 16 or width % 16):
             raise ConfigError(f"the NMD needs HR patches that are multiples of 16, got data.patch_size {height}")
