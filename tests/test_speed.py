@@ -124,10 +124,18 @@ def test_nan_in_reduced_precision_falls_back_to_fp32(caplog: pytest.LogCaptureFi
 @pytest.mark.parametrize("arch", [name for name in ARCHS if name != "bicubic"])
 def test_fp32_fast_path_equals_eager(arch: str) -> None:
     eager = build_arch(arch, tiny=True)
+    generator = torch.Generator().manual_seed(1)
+    for module in eager.modules():  # trained-looking BN statistics, so folding BN into convs is really tested
+        if isinstance(module, nn.BatchNorm2d):
+            for tensor in (module.running_mean, module.weight, module.bias):
+                tensor.data.copy_(torch.randn(tensor.shape, generator=generator) * 0.3)
+            module.running_var.data.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
     lr, conditions = example_input(eager, 12)
     with torch.no_grad():
         expected = eager(lr, **conditions)
-    out = speed.prepare(copy.deepcopy(eager), precision="fp32")(lr, **conditions)
+    fast = speed.prepare(copy.deepcopy(eager), precision="fp32")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.model.modules())
+    out = fast(lr, **conditions)
     assert out.is_contiguous() and out.dtype == torch.float32
     assert expected.abs().max() > 0.01  # a real output, not zeros
     # 1e-5 on the [0,1] scale; tiny random nets can output values of ~10, where float32 reordering (NHWC

@@ -1,16 +1,17 @@
 """`perceptsr bench`: inference speed against the machine's own limit, and memory, measured in one run.
 
-Everything is timed in the same process, in interleaved rounds (best of each), so ratios hold on a busy
-machine: the roofline (a large channels-last 3x3 conv 64->64, fp32 and bf16, timed at the start and again at
-the end), then per architecture of `archs.ARCHS` (parameter-free ones like bicubic are skipped) its default
-config: FLOPs per output megapixel (torch.utils.flop_counter), achieved GFLOP/s of the best fp32 path and its
-fraction of the fp32 roofline, and each inference path's speed-up over plain eager fp32 NCHW (no_grad, as the
-reference toolboxes run). Input size: the largest of SIDES whose eager forward is expected within the time
-budget (an RRDB at 128x128 would take minutes on 2 cores), so big models fall back to smaller inputs; the
-size used is reported. Peak memory runs in child processes (ru_maxrss of a fresh interpreter): one per
-model, and the tiling case (x4 of a 2000x2000 input with the default model at precision auto, 512-pixel
-tiles; `max_tile_diff` compares it with an untiled run on a central crop, as benchmarks/tiling.py does).
-`quick=True` uses tiny configs and small inputs (a smoke test of the same code).
+Everything is timed in one process, in interleaved rounds (best of each), so ratios hold on a busy machine.
+Per architecture of `archs.ARCHS` (parameter-free ones like bicubic are skipped), at its default config:
+- the roofline, a large channels-last 3x3 conv 64->64 in fp32 and bf16, timed in the same rounds as the
+  model (the fraction compares two rates measured under the same load; the reported roofline is the best);
+- FLOPs per output megapixel (torch.utils.flop_counter); GFLOP/s of the best fp32 path, its roofline fraction;
+- each inference path's speed-up over plain eager fp32 NCHW (no_grad, as the reference toolboxes run).
+Input size: the largest of `sides` whose eager forward is expected within the time budget (an RRDB at
+128x128 takes minutes on 2 busy cores), so big models fall back to smaller inputs; the size used is reported.
+Peak memory (VmHWM of a fresh interpreter) comes from child processes started after all timing: one per
+model (one forward at precision auto), and the tiling case (x4 of a 2000x2000 input with the default model
+at precision auto, 512-pixel tiles; `max_tile_diff` compares it with an untiled run on a central crop, as
+benchmarks/tiling.py does). `quick=True` uses tiny configs and small inputs (a smoke test of the same code).
 """
 
 from __future__ import annotations
@@ -69,18 +70,20 @@ def best_time(functions: dict[str, Callable[[], object]], rounds: int) -> dict[s
     return best
 
 
-def roofline(size: int, rounds: int) -> dict[str, float]:
-    """GFLOP/s of a channels-last 3x3 conv 64->64 on 1x64xsizexsize, in fp32 and in bf16."""
-    torch.manual_seed(0)
-    x = torch.rand(1, 64, size, size).contiguous(memory_format=torch.channels_last)
-    w = (torch.randn(64, 64, 3, 3) * 0.05).contiguous(memory_format=torch.channels_last)
+def roofline_convs(size: int) -> tuple[int, dict[str, Callable[[], Tensor]]]:
+    """FLOPs and the two calls of the roofline: a channels-last 3x3 conv 64->64 on 1x64xsizexsize, fp32 and bf16."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 64, size, size, generator=generator).contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(64, 64, 3, 3, generator=generator) * 0.05).contiguous(memory_format=torch.channels_last)
     b = torch.zeros(64)
     xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
-    flops = 2 * 64 * 64 * 9 * size * size
-    with torch.inference_mode():
-        times = best_time({"fp32": lambda: F.conv2d(x, w, b, padding=1),
-                           "bf16": lambda: F.conv2d(xb, wb, bb, padding=1)}, rounds + 1)
-    return {name: flops / seconds / 1e9 for name, seconds in times.items()}
+
+    def conv(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return F.conv2d(x, w, b, padding=1)
+
+    return 2 * 64 * 64 * 9 * size * size, {"roofline fp32": lambda: conv(x, w, b),
+                                           "roofline bf16": lambda: conv(xb, wb, bb)}
 
 
 def build_arch(name: str, *, tiny: bool) -> nn.Module:
@@ -119,10 +122,13 @@ def pick_side(model: nn.Module, settings: Settings, eager_gflops: float) -> int:
                 smallest)
 
 
-def bench_model(name: str, settings: Settings, roof: dict[str, float], *, compile: bool) -> dict:
-    """Times of every inference path of one architecture, in interleaved rounds; FLOPs and rates."""
+def bench_model(name: str, settings: Settings, *, compile: bool) -> dict:
+    """Times of every inference path of one architecture and of the roofline conv, in interleaved rounds (so the
+    fraction of the roofline compares two rates measured under the same load); FLOPs and rates."""
+    roof_flops, roof_calls = roofline_convs(settings.roofline_size)
+    roof_times = best_time(roof_calls, settings.rounds)
     eager = build_arch(name, tiny=settings.tiny)
-    side = pick_side(eager, settings, 0.4 * roof["fp32"])  # eager NCHW runs at ~0.4 of the roofline
+    side = pick_side(eager, settings, 0.4 * roof_flops / roof_times["roofline fp32"] / 1e9)  # eager NCHW: ~0.4
     lr, conditions = example_input(eager, side)
     flops = count_flops(eager, side)
     paths: dict[str, nn.Module] = {"fp32": prepare(copy.deepcopy(eager), precision="fp32"),
@@ -136,12 +142,14 @@ def bench_model(name: str, settings: Settings, roof: dict[str, float], *, compil
             return eager(lr, **conditions)
 
     functions = {"eager": run_eager, **{k: (lambda m=m: m(lr, **conditions)) for k, m in paths.items()}}
-    times = best_time(functions, settings.rounds)
+    times = best_time({**functions, **roof_calls}, settings.rounds)
+    roof = {p: roof_flops / times[f"roofline {p}"] / 1e9 for p in ("fp32", "bf16")}
     best = {p: min(t for k, t in times.items() if k.startswith(p)) for p in ("fp32", "bf16")}
     out_pixels = side * side * eager.scale**2
     fp32_gflops = flops / best["fp32"] / 1e9
     return {"fp32_gflops": _round(fp32_gflops),
             "fp32_roofline_fraction": _round(fp32_gflops / roof["fp32"]),
+            "roofline_gflops": {p: _round(v) for p, v in roof.items()},
             "speedup_vs_eager_fp32": {p: _round(times["eager"] / best[p]) for p in ("fp32", "bf16")},
             "peak_rss_mb": None,  # filled in from a child process
             "config": "tiny" if settings.tiny else "default", "input": f"{side}x{side}",
@@ -151,7 +159,16 @@ def bench_model(name: str, settings: Settings, roof: dict[str, float], *, compil
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's peak RSS in MB: VmHWM (Linux), else ru_maxrss.
+
+    Not ru_maxrss on Linux: it survives exec, so a child would report at least its parent's RSS at the fork.
+    """
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.is_file() else []:
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    scale = 1 if sys.platform != "darwin" else 1024  # KiB on Linux, bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / scale
 
 
 def child_model(arch: str, side: int, tiny: bool) -> dict:
@@ -246,10 +263,8 @@ def run_bench(*, quick: bool = False, models: list[str] | None = None, compile: 
     if unknown:
         raise InputError(f"unknown architecture {unknown[0]!r}; known: {', '.join(ARCHS)}")
     conditions = {**machine(), "quick": quick, "compile": compile}
-    roof = roofline(settings.roofline_size, settings.rounds)
-    results = {name: bench_model(name, settings, roof, compile=compile) for name in names}
-    end = roofline(settings.roofline_size, settings.rounds)  # the best of start and end is the machine's limit
-    roof = {k: max(v, end[k]) for k, v in roof.items()}
+    results = {name: bench_model(name, settings, compile=compile) for name in names}
+    roof = {p: max(r["roofline_gflops"][p] for r in results.values()) for p in ("fp32", "bf16")}
     conditions["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     jobs = [{"kind": "model", "arch": name, "side": int(r["input"].split("x")[0]), "tiny": settings.tiny}
             for name, r in results.items()]
@@ -258,7 +273,6 @@ def run_bench(*, quick: bool = False, models: list[str] | None = None, compile: 
                      "overlap": settings.tiling_overlap, "tiny": settings.tiny})
     memory = spawn(jobs)
     for result, child in zip(results.values(), memory[:len(results)], strict=True):
-        result["fp32_roofline_fraction"] = _round(result["fp32_gflops"] / roof["fp32"])
         result.update(child)
     output = {"roofline_gflops": {k: _round(v) for k, v in roof.items()}, "models": results,
               "conditions": conditions}

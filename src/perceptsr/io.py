@@ -268,6 +268,12 @@ def write_png16(file: BinaryIO, samples: np.ndarray) -> None:
     chunk(b"IEND", b"")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on any exception it is removed.
@@ -292,6 +298,8 @@ def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
             raise InputError(f"cannot write {path}: the file appeared while writing (pass --overwrite)")
         with open(temp, "rb+") as written:
             os.fsync(written.fileno())
+        # Some writers (safetensors) recreate the file as 0600: give it the ordinary umask permissions.
+        os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
