@@ -215,3 +215,13 @@ def test_wrong_scale_for_a_model_is_an_error(tmp_path: Path, capsys: pytest.Capt
         main(["upscale", "x.png", "-o", str(tmp_path), "--scale", "0"])
     assert exit_info.value.code == 2
     assert "scale must be between" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["eval", "report"])
+def test_repeated_and_listed_data_folders_all_count(command: str) -> None:
+    from perceptsr.cli import build_parser
+
+    extra = ["-o", "out"] if command == "report" else []
+    args = build_parser().parse_args([command, "--model", "bicubic", "--data", "a", "b", "--data", "c",
+                                      "--scale", "4", *extra])
+    assert [str(p) for p in args.data] == ["a", "b", "c"]

@@ -250,7 +250,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="PSNR/SSIM (Y, crop = scale) and NIQE per dataset, bicubic as baseline")
     p.add_argument("--model", action="append", default=[], help="model name or file (repeatable)")
-    p.add_argument("--data", nargs="+", type=Path, required=True, help="HR dataset folders")
+    p.add_argument("--data", nargs="+", action="extend", type=Path, required=True, help="HR dataset folders")
     p.add_argument("--scale", type=_scale, required=True)
     p.add_argument("--tile", type=_positive, default=None)
     p.add_argument("--max-images", type=_positive, default=None)
@@ -293,7 +293,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", required=True, metavar="M[:key=value,...]",
                    help="bicubic, a bundled name or a release file, repeatable; options after ':' e.g. "
                    "fxsr.safetensors:t=0.3,label=FxSR-0.3 (keys t, t_map, seg, seg_model, label)")
-    p.add_argument("--data", nargs="+", type=Path, required=True, metavar="DIR", help="HR dataset folders")
+    p.add_argument("--data", nargs="+", action="extend", type=Path, required=True, metavar="DIR",
+                   help="HR dataset folders")
     p.add_argument("--scale", type=_scale, required=True)
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
     p.add_argument("--lpips-weights", type=Path, default=None, metavar="DIR",

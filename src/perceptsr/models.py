@@ -23,7 +23,7 @@ class BundledModel:
 
 
 BUNDLED: dict[str, BundledModel] = {
-    "srresnet-x4": BundledModel("srresnet_x4.safetensors", 4, "MSRResNet x4, L1, trained on this CPU (Set5 31.40 dB Y)"),
+    "srresnet-x4": BundledModel("srresnet_x4.safetensors", 4, "MSRResNet x4, L1, trained on CPU (Set5 31.40 dB Y)"),
 }
 
 # Released weights users can bring: `perceptsr convert FILE` turns them into release files.
