@@ -34,3 +34,17 @@ def need_shared(relative: str) -> Path:
 def shared() -> callable:
     """`shared("fixtures/parity")` -> Path, failing under CI and skipping elsewhere when missing."""
     return need_shared
+
+
+def flat_noisy_images(folder: Path, *, count: int, size: tuple[int, int], seed: int, base: float,
+                      noise: float) -> Path:
+    """Write `count` PNGs of a random flat colour (0..base) plus uniform noise (0..noise): tiny training sets."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        colour = rng.random((1, 1, 3)) * base
+        pixels = colour + rng.random((*size, 3)) * noise
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder

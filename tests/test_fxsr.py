@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import flat_noisy_images
 from PIL import Image
 
 from perceptsr.archs.fxsr import FxSRNet, FxSRNetConfig
@@ -184,12 +185,7 @@ def tiny_config(folder: Path, **model: object) -> dict:
 
 @pytest.fixture(scope="module")
 def hr_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("hr128")
-    rng = np.random.default_rng(2)
-    for i in range(3):
-        base = rng.random((1, 1, 3)) * 180
-        Image.fromarray((base + rng.random((132, 136, 3)) * 75).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
+    return flat_noisy_images(tmp_path_factory.mktemp("hr128"), count=3, size=(132, 136), seed=2, base=180, noise=75)
 
 
 @pytest.mark.filterwarnings("ignore:RANDOM VGG")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import flat_noisy_images
 
 from perceptsr.archs.rrdb import RRDBNet, RRDBNetConfig
 from perceptsr.convert import CONVERTERS, convert_state, detect
@@ -124,12 +124,7 @@ def test_converters_refuse_incomplete_foreign_or_gray_files() -> None:
 
 @pytest.fixture(scope="module")
 def hr_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("hr128")
-    rng = np.random.default_rng(1)
-    for i in range(3):
-        base = rng.random((1, 1, 3)) * 180
-        Image.fromarray((base + rng.random((136, 140, 3)) * 75).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
+    return flat_noisy_images(tmp_path_factory.mktemp("hr128"), count=3, size=(136, 140), seed=1, base=180, noise=75)
 
 
 def tiny_esrgan(hr_folder: Path, *, pretrain: int, gan: int) -> dict:

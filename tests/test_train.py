@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from conftest import flat_noisy_images
 
 from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
 from perceptsr.engine.setup import build_method, load_train_config, parse_train_config
@@ -28,13 +28,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 
 @pytest.fixture(scope="module")
 def hr_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("hr")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        base = rng.random((1, 1, 3)) * 200
-        noise = rng.random((40, 48, 3)) * 55
-        Image.fromarray((base + noise).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
+    return flat_noisy_images(tmp_path_factory.mktemp("hr"), count=6, size=(40, 48), seed=0, base=200, noise=55)
 
 
 def tiny(hr_folder: Path, *, pretrain: int = 2, gan: int = 2, **model: object) -> dict:
