@@ -143,6 +143,42 @@ def test_fp32_fast_path_equals_eager(arch: str) -> None:
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5 * max(1.0, float(expected.abs().max())))
 
 
+def test_fusion_folds_bn_and_fuses_conv_activations() -> None:
+    from perceptsr.fusion import ConvActivation
+
+    msrresnet = speed.prepare(build_arch("msrresnet", tiny=True), precision="fp32").model
+    fused = [m for m in msrresnet.modules() if isinstance(m, ConvActivation)]
+    if torch.backends.mkldnn.is_available():  # conv_first, each block's conv1 (2 blocks), conv_hr
+        assert sorted(m.attr for m in fused) == ["leaky_relu", "leaky_relu", "relu", "relu"]
+    srresnet = speed.prepare(build_arch("srresnet", tiny=True), precision="fp32").model
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in srresnet.modules())
+    source = build_arch("msrresnet", tiny=True)
+    speed.prepare(source, precision="fp32")
+    assert type(source.conv_first) is nn.Conv2d  # the caller's model is left as it was
+
+
+@pytest.mark.parametrize("kernel, out_channels, bias", [(3, 3, True), (9, 3, True), (3, 1, False), (5, 4, True)])
+def test_row_block_conv_equals_the_conv(kernel: int, out_channels: int, bias: bool) -> None:
+    from perceptsr.fusion import RowBlockConv, fuse_for_inference
+
+    generator = torch.Generator().manual_seed(kernel)
+    conv = nn.Conv2d(16, out_channels, kernel, padding=kernel // 2, bias=bias)
+    for height, width in ((8, 8), (13, 7), (1, 5), (30, 31)):  # heights that 4 divides and that it does not
+        x = torch.randn(2, 16, height, width, generator=generator)
+        with torch.inference_mode():
+            expected, out = conv(x), RowBlockConv(conv, 4)(x)
+        assert out.shape == expected.shape
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            half = RowBlockConv(conv, 4)(x)
+        assert half.dtype == torch.bfloat16
+        torch.testing.assert_close(half.float(), expected, rtol=0.05, atol=0.05)
+    wide = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), conv)
+    rewritten = [type(m) for m in fuse_for_inference(wide, activations=True).modules()]
+    if torch.backends.mkldnn.is_available():
+        assert rewritten.count(RowBlockConv) == 1  # only the narrow conv; the 16->8 one is left
+
+
 def test_auto_probe_refuses_a_model_that_bf16_breaks() -> None:
     lr = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

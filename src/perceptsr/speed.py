@@ -4,7 +4,7 @@ What each part buys on a 2-core AMX Xeon (measured by `perceptsr bench`; see ben
 - channels-last (NHWC) lets oneDNN use its direct convolution kernels instead of reordering every map.
 - bf16 autocast runs convolutions on the CPU's bf16 matrix units (AMX); adds, losses and interpolation stay in
   the precision autocast chooses (fp32 where it matters). fp16/bf16 on CUDA the same way.
-- BatchNorm after a conv is folded into the conv (eval-mode BN is an affine map): one pass less per map.
+- perceptsr.fusion folds BatchNorm into the preceding conv and fuses conv + ReLU/LeakyReLU (oneDNN post-op).
 - `compile=True` (torch.compile with inductor weight freezing) folds conv + activation / residual add into
   oneDNN post-ops and pre-packs weights; it costs tens of seconds per model and input shape, so it is opt-in
   (tiles all have one shape, so a large image compiles once). `torch.jit.freeze` and
@@ -18,7 +18,6 @@ output with NaN/inf is recomputed in fp32, with a warning, and the model stays i
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import math
@@ -27,9 +26,9 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from perceptsr.errors import InputError, PerceptsrError
+from perceptsr.fusion import fuse_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -187,44 +186,11 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.source if isinstance(model, FastModel) else model
 
 
-def fold_batch_norm(model: nn.Module) -> nn.Module:
-    """A copy of `model` (eval mode) with every BatchNorm that follows a conv folded into the conv's weights.
-
-    In eval mode BN is a per-channel affine map, so conv+BN is one conv (exact up to float rounding); this
-    removes a full pass over every feature map (SRResNet, SRFeat). Needs a torch.fx trace: a model that cannot
-    be traced (data-dependent control flow) or has no BN is returned as a plain copy.
-    """
-    model = copy.deepcopy(model).eval()
-    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
-        return model
-    try:
-        traced = torch.fx.symbolic_trace(model)
-    except Exception as error:  # a trace failure only costs the fusion
-        log.info("conv+BN folding skipped (%s: %s)", type(error).__name__, str(error).splitlines()[0][:120])
-        return model
-    modules = dict(traced.named_modules())
-    for node in list(traced.graph.nodes):
-        source = node.args[0] if node.op == "call_module" and node.args else None
-        if not (isinstance(modules.get(node.target), nn.BatchNorm2d) and isinstance(source, torch.fx.Node)
-                and source.op == "call_module" and isinstance(modules.get(source.target), nn.Conv2d)
-                and len(source.users) == 1 and modules[node.target].track_running_stats):
-            continue
-        parent, _, name = source.target.rpartition(".")
-        fused = fuse_conv_bn_eval(modules[source.target], modules[node.target])
-        setattr(traced.get_submodule(parent) if parent else traced, name, fused)
-        node.replace_all_uses_with(source)
-        traced.graph.erase_node(node)
-    traced.graph.lint()
-    traced.delete_all_unused_submodules()
-    traced.recompile()
-    return traced
-
-
 def prepare(model: nn.Module, *, precision: str = "auto", device: torch.device | None = None,
             compile: bool = False) -> FastModel:
     """Wrap `model` (a generator, see perceptsr.archs) for fast inference on its device (or `device`).
 
-    The network that runs is a copy (BN folded into convs, weights channels-last); `model` itself is only put
+    The network that runs is a copy (see perceptsr.fusion; weights channels-last); `model` itself is only put
     in eval mode (and moved to `device`). A FastModel is re-wrapped from its source with the new settings.
     `compile=True` adds torch.compile (slow first call).
     """
@@ -232,6 +198,7 @@ def prepare(model: nn.Module, *, precision: str = "auto", device: torch.device |
     if device is not None:
         source = source.to(device)
     device = next((p.device for p in source.parameters()), torch.device("cpu"))
-    network = fold_batch_norm(source).to(memory_format=torch.channels_last)  # a copy: `source` is unchanged
+    network = fuse_for_inference(source, activations=device.type == "cpu")  # a copy: `source` is unchanged
+    network = network.to(memory_format=torch.channels_last)
     resolved = resolve_precision(precision, device)
     return FastModel(network, source=source, precision=resolved, requested=precision, compile=compile)
