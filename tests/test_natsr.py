@@ -369,3 +369,21 @@ def test_tf_prefix_needs_tensorflow(tmp_path: Path) -> None:
             read_checkpoint(tmp_path / "NatSR")
     else:
         pytest.skip("TensorFlow is installed here")
+
+
+# --- the bundled perceptual model ---------------------------------------------------------------------------
+
+
+def test_bundled_natsr_x4_is_more_natural_than_the_psnr_model(shared: callable) -> None:
+    """The issue's target on BSD100's first 10 images: NIQE clearly below srresnet-x4, Y-PSNR within 1.5 dB."""
+    from perceptsr.engine.evaluate import evaluate
+    from perceptsr.models import bundled_path, load_model
+
+    bsd100 = shared("data/BSD100")
+    if bundled_path("natsr-x4") is None or bundled_path("srresnet-x4") is None:
+        pytest.skip("the bundled models are not installed in this copy")
+    scores = {name: evaluate(load_model(name), bsd100, scale=4, metrics=("psnr", "niqe"), max_images=10,
+                             progress=False).mean for name in ("natsr-x4", "srresnet-x4")}
+    natsr, psnr_model = scores["natsr-x4"], scores["srresnet-x4"]
+    assert natsr["niqe"] < psnr_model["niqe"] - 0.5, scores
+    assert natsr["psnr"] > psnr_model["psnr"] - 1.5, scores
