@@ -72,10 +72,10 @@ class RowBlockConv(nn.Module):
     def __init__(self, conv: nn.Conv2d, rows: int) -> None:
         super().__init__()
         self.conv, self.rows = conv, rows
-        self._packed: dict[int, tuple[Tensor, Tensor | None]] = {}
+        self._packed: dict[tuple, tuple[Tensor, Tensor | None]] = {}
 
     def _weights(self, extra: int, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
-        """The row-block weight and bias for `extra` leading kernel rows (cached per extra; weights are frozen)."""
+        """The row-block weight and bias for `extra` leading kernel rows in `dtype` (the last one built is kept)."""
         key = (extra, dtype, self.conv.weight.data_ptr())
         if key not in self._packed:
             weight, bias, rows = self.conv.weight.detach(), self.conv.bias, self.rows
