@@ -55,8 +55,8 @@ FULL = Settings(roofline_size=256, sides=(128, 96, 64, 48, 32, 24, 16), budget_s
 QUICK = Settings(roofline_size=48, sides=(16,), budget_s=1.0, rounds=1, tiling_size=128, tiling_tile=96,
                  tiling_overlap=16, tiny=True)
 CROP = 400  # LR side of the untiled reference crop in the tiling check
-# The roofline conv runs this many times back to back per timing: one lone bf16 call after a model's forward
-# starts cold (AMX state, caches) and measured ~600 GFLOP/s here, against ~1,100-1,500 back to back.
+# The roofline conv runs this many times back to back per timing: a lone bf16 call right after a model's forward
+# starts cold (AMX state, caches) and times slower than calls in a row.
 ROOFLINE_REPEAT = 4
 
 

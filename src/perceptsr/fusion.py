@@ -4,13 +4,14 @@
   float rounding). Removes one pass over the feature map per BN (SRResNet, SRFeat).
 - conv + ReLU / LeakyReLU on CPU: one oneDNN call with the activation as a post-op
   (torch.ops.mkldnn._convolution_pointwise, what inductor emits), so the output is written once, not read and
-  written again by the activation. Measured on this project's 2-core AMX Xeon: a 3x3 conv 64->64 + LeakyReLU
-  at 128x128 takes 6.5 ms fused vs 10.2 ms separate (fp32), at 512x512 43 vs 60 ms (bf16).
+  written again by the activation. A small, noisy gain: 1.09-1.48x (fp32) / 1.04-1.07x (bf16) for a 3x3 conv
+  64->64 + LeakyReLU at 256x256 over two runs of `python benchmarks/fusion.py` (2 threads, idle 2-core AMX Xeon).
 - a conv with few output channels (the last conv of every generator, 64->3 at full resolution) on CPU: oneDNN
   computes at least 16 output channels per pixel, so a 64->3 conv costs as much as a 64->16 one. `RowBlockConv`
   makes the conv compute `rows` output rows per position (stride `rows` down, a kernel `rows - 1` taller,
-  `rows * out` channels), then puts the rows back in place. Measured here at 256x256: 9x9 64->3 ~140 -> 44 ms,
-  3x3 64->3 14 -> 9 ms (fp32, one thread). Exact up to float summation order.
+  `rows * out` channels), then puts the rows back in place. `python benchmarks/fusion.py` at 256x256: 9x9 64->3
+  2.80x faster (fp32) / 1.89-1.96x (bf16), 3x3 64->3 1.45-1.56x / 1.10-1.25x (two runs). Exact up to float
+  summation order.
 A model that cannot be traced (data-dependent control flow, e.g. FxSR's float-or-map `t`) keeps its plain copy.
 """
 

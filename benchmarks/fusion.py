@@ -1,0 +1,67 @@
+"""What perceptsr.fusion's rewrites buy, timed in one run: each rewritten layer against the layers it replaces.
+
+python benchmarks/fusion.py [--side 256] [--rounds 5]
+
+Channels-last CPU tensors, inference mode, best of `rounds`, fp32 and bf16 (bf16 only where torch reports native
+support). Rows: conv 3x3 64->64 + LeakyReLU (separate vs ConvActivation); conv 3x3 and 9x9 64->3 (plain vs
+RowBlockConv, the final conv of every generator). Prints milliseconds and the ratio; the ratios are what count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402, N812
+
+from perceptsr.fusion import ConvActivation, RowBlockConv  # noqa: E402
+from perceptsr.speed import native_reduced_precision  # noqa: E402
+
+
+def best_ms(function: Callable[[], object], rounds: int) -> float:
+    function()  # warm-up: oneDNN primitive creation, weight packing
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+def cases() -> dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]]:
+    """name -> (layers as the model has them, the rewrite)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    narrow3, narrow9 = nn.Conv2d(64, 3, 3, padding=1), nn.Conv2d(64, 3, 9, padding=4)
+    fused = ConvActivation(conv, "leaky_relu", 0.1)
+    return {"conv3x3 64->64 + LeakyReLU": (lambda x: F.leaky_relu(conv(x), 0.1), fused),
+            "conv3x3 64->3": (narrow3, RowBlockConv(narrow3, 4)),
+            "conv9x9 64->3": (narrow9, RowBlockConv(narrow9, 4))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--side", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    x = torch.rand(1, 64, args.side, args.side).contiguous(memory_format=torch.channels_last)
+    precisions = ["fp32"] + (["bf16"] if native_reduced_precision(torch.device("cpu")) == "bf16" else [])
+    print(f"{torch.get_num_threads()} threads, input 1x64x{args.side}x{args.side}")  # noqa: T201
+    with torch.inference_mode():
+        for name, (before, after) in cases().items():
+            for precision in precisions:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    old, new = (best_ms(lambda f=f: f(x), args.rounds) for f in (before, after))
+                print(f"{name:28s} {precision}: {old:7.2f} ms -> {new:7.2f} ms  ({old / new:.2f}x)")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
