@@ -143,18 +143,49 @@ def test_fp32_fast_path_equals_eager(arch: str) -> None:
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5 * max(1.0, float(expected.abs().max())))
 
 
-def test_fusion_folds_bn_and_fuses_conv_activations() -> None:
-    from perceptsr.fusion import ConvActivation
+def test_fusion_folds_bn_and_fuses_what_follows_convs() -> None:
+    from perceptsr.fusion import FusedConv
 
     msrresnet = speed.prepare(build_arch("msrresnet", tiny=True), precision="fp32").model
-    fused = [m for m in msrresnet.modules() if isinstance(m, ConvActivation)]
-    if torch.backends.mkldnn.is_available():  # conv_first, each block's conv1 (2 blocks), conv_hr
-        assert sorted(m.attr for m in fused) == ["leaky_relu", "leaky_relu", "relu", "relu"]
+    fused = {name: m for name, m in msrresnet.named_modules() if isinstance(m, FusedConv)}
+    if torch.backends.mkldnn.is_available():
+        # conv_first, conv_hr and the two upsampling convs take their LeakyReLU, each block's conv1 its ReLU
+        assert sorted(m.activation[0] for m in fused.values() if m.activation) == ["leaky_relu"] * 4 + ["relu"] * 2
+        assert [name for name, m in fused.items() if m.shuffle == 2] == ["upconv1", "upconv2"]
+        assert "body.0.conv2" in fused and "+" not in msrresnet.code.split("body_1_conv1")[0]  # residual add fused
+        rrdb = speed.prepare(build_arch("rrdb", tiny=True), precision="fp32").model
+        conv5 = rrdb.get_submodule("body.0.rdb1.conv5")
+        assert isinstance(conv5, FusedConv)  # x + 0.2 * conv5(...): the 0.2 is in the weights
+        torch.testing.assert_close(conv5.weight, build_arch("rrdb", tiny=True).body[0].rdb1.conv5.weight * 0.2)
     srresnet = speed.prepare(build_arch("srresnet", tiny=True), precision="fp32").model
     assert not any(isinstance(m, nn.BatchNorm2d) for m in srresnet.modules())
     source = build_arch("msrresnet", tiny=True)
     speed.prepare(source, precision="fp32")
     assert type(source.conv_first) is nn.Conv2d  # the caller's model is left as it was
+
+
+@pytest.mark.parametrize("shuffle, activation", [(2, None), (2, ("leaky_relu", 0.2)), (3, ("relu", 0.0))])
+def test_fused_conv_equals_the_ops_it_replaces(shuffle: int, activation: tuple[str, float] | None) -> None:
+    from perceptsr.fusion import FusedConv
+
+    generator = torch.Generator().manual_seed(shuffle)
+    conv = nn.Conv2d(8, 4 * shuffle**2, 3, padding=1)
+    x = torch.randn(2, 8, 7, 5, generator=generator).contiguous(memory_format=torch.channels_last)
+    other = torch.randn(2, 4 * shuffle**2, 7, 5, generator=generator)
+    act = {None: lambda y: y, "relu": F.relu, "leaky_relu": lambda y: F.leaky_relu(y, 0.2)}[activation and activation[0]]
+    with torch.inference_mode():
+        shuffled = FusedConv(conv, activation=activation, shuffle=shuffle)(x)
+        torch.testing.assert_close(shuffled, act(F.pixel_shuffle(conv(x), shuffle)), rtol=0, atol=1e-6)
+        residual = FusedConv(conv, scale=0.2)
+        torch.testing.assert_close(residual(x, other), conv(x) * 0.2 + other, rtol=0, atol=1e-6)
+        torch.testing.assert_close(residual(x, other[:, :1]), conv(x) * 0.2 + other[:, :1], rtol=0, atol=1e-6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 `other` under bf16: the separate ops, as eager
+            mixed, expected = residual(x, other), conv(x) * 0.2 + other
+            assert mixed.dtype == expected.dtype == torch.float32
+            half = residual(x, other.bfloat16())
+        torch.testing.assert_close(mixed, expected, rtol=0.02, atol=0.01)
+        assert half.dtype == torch.bfloat16
+        torch.testing.assert_close(half.float(), conv(x) * 0.2 + other, rtol=0.02, atol=0.05)
 
 
 @pytest.mark.parametrize("kernel, out_channels, bias", [(3, 3, True), (9, 3, True), (3, 1, False), (5, 4, True)])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import operator
 
 import torch
 from torch import Tensor, fx, nn
@@ -31,35 +32,95 @@ _ACTIVATION_FUNCTIONS = {F.relu: "relu", torch.relu: "relu", F.leaky_relu: "leak
 _FUSED_DTYPES = (torch.float32, torch.bfloat16)
 
 
-class ConvActivation(nn.Module):
-    """conv2d followed by relu / leaky_relu, as one oneDNN convolution with a post-op (CPU).
+class FusedConv(nn.Module):
+    """A conv2d with the op that follows it folded in; on CPU in fp32/bf16, one oneDNN call.
 
-    Under CPU autocast the inputs are cast to the autocast dtype first, as autocast does for conv2d (the custom
-    op is not on autocast's lists). Other dtypes (fp16) run the two ops separately.
+    - `activation` relu / leaky_relu: applied as a post-op, so the output is written once, not written, read
+      and written again.
+    - residual: `forward(x, other)` is scale * conv(x) + other, with oneDNN's binary-add post-op (the scale is
+      folded into the weights). Saves the pass over both maps that the separate add makes.
+    - `shuffle` r: the conv feeds pixel_shuffle(r). Its output channels are stored in (i, j, c) order instead of
+      (c, i, j), so in channels-last memory each LR pixel holds r runs of r*C values that are contiguous in the
+      HR map too: the shuffle is a copy of runs, not a gather of single values (and an activation after the
+      shuffle is applied before it, as a post-op: elementwise ops commute with it).
+    Weights are kept cast to the compute dtype (under autocast, conv2d casts every weight on every call).
+    Elsewhere (CUDA, fp16, an `other` whose shape or dtype does not match) the same ops run one by one.
     """
 
-    def __init__(self, conv: nn.Conv2d, attr: str, slope: float) -> None:
+    def __init__(self, conv: nn.Conv2d, *, activation: tuple[str, float] | None = None, scale: float = 1.0,
+                 shuffle: int = 1) -> None:
         super().__init__()
-        self.weight, self.bias = conv.weight, conv.bias
+        weight = conv.weight.detach() * scale
+        bias = conv.bias.detach() * scale if conv.bias is not None else None
+        if shuffle > 1:  # (c, i, j) -> (i, j, c)
+            out = weight.shape[0] // shuffle**2
+            weight = weight.unflatten(0, (out, shuffle**2)).transpose(0, 1).flatten(0, 1)
+            bias = bias.view(out, shuffle**2).t().flatten() if bias is not None else None
+        self.weight = nn.Parameter(weight.contiguous(), requires_grad=False)
+        self.bias = nn.Parameter(bias.contiguous(), requires_grad=False) if bias is not None else None
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
-        self.attr, self.slope = attr, slope
+        self.kernel_size = conv.kernel_size
+        self.activation, self.shuffle = activation, shuffle
+        self._cast: dict[torch.dtype, tuple[tuple[int, int], Tensor, Tensor | None]] = {}
 
-    def forward(self, x: Tensor) -> Tensor:
-        weight, bias = self.weight, self.bias
-        if torch.is_autocast_enabled("cpu"):
-            dtype = torch.get_autocast_dtype("cpu")
-            x, weight = x.to(dtype), weight.to(dtype)
-            bias = bias.to(dtype) if bias is not None else None
-        if x.dtype not in _FUSED_DTYPES or weight.dtype != x.dtype or x.device.type != "cpu":
-            out = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
-            return F.leaky_relu(out, self.slope) if self.attr == "leaky_relu" else F.relu(out)
-        scalars = [self.slope] if self.attr == "leaky_relu" else []
-        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, self.padding, self.stride, self.dilation,
-                                                       self.groups, self.attr, scalars, "")
+    def _weights(self, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+        """Weight and bias in `dtype` (cast once; recast if the parameters were replaced or changed in place)."""
+        if dtype == self.weight.dtype:
+            return self.weight, self.bias
+        stamp = (self.weight.data_ptr(), 0 if self.weight.is_inference() else self.weight._version)
+        if self._cast.get(dtype, (None,))[0] != stamp:
+            weight = self.weight.to(dtype, memory_format=torch.preserve_format)
+            self._cast[dtype] = (stamp, weight, self.bias.to(dtype) if self.bias is not None else None)
+        return self._cast[dtype][1:]
+
+    def _out_size(self, x: Tensor) -> tuple[int, int]:
+        return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s in  # type: ignore[return-value]
+                     zip(x.shape[-2:], self.padding, self.dilation, self.kernel_size, self.stride, strict=True))
+
+    def _separate(self, x: Tensor, other: Tensor | None) -> Tensor:
+        """The reference: the same computation as separate ops (autocast applies as usual)."""
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        y = y + other if other is not None else y
+        if self.activation is not None:
+            attr, slope = self.activation
+            y = F.leaky_relu(y, slope) if attr == "leaky_relu" else F.relu(y)
+        return y
+
+    def _unshuffle_channels(self, y: Tensor) -> Tensor:
+        """pixel_shuffle of a map whose channels are in (i, j, c) order; the result is channels-last."""
+        r = self.shuffle
+        n, _, h, w = y.shape
+        y = y.permute(0, 2, 3, 1).reshape(n, h, w, r, r, -1).transpose(2, 3).reshape(n, h * r, w * r, -1)
+        return y.permute(0, 3, 1, 2)
+
+    def forward(self, x: Tensor, other: Tensor | None = None) -> Tensor:
+        on_cpu = x.device.type == "cpu" and torch.backends.mkldnn.is_available()
+        dtype = torch.get_autocast_dtype("cpu") if on_cpu and torch.is_autocast_enabled("cpu") else x.dtype
+        fits = other is None or (other.dtype == dtype and other.shape[0] == x.shape[0]
+                                 and other.shape[1:] == (self.weight.shape[0], *self._out_size(x)))
+        if not (on_cpu and dtype in _FUSED_DTYPES and fits):
+            y = self._separate(x, other)
+        else:
+            weight, bias = self._weights(dtype)
+            attr, scalars = ("none", []) if self.activation is None else (
+                self.activation[0], [self.activation[1]] if self.activation[0] == "leaky_relu" else [])
+            args = (self.padding, self.stride, self.dilation, self.groups)
+            if other is None:
+                y = torch.ops.mkldnn._convolution_pointwise(x.to(dtype), weight, bias, *args, attr, scalars, "")
+            else:
+                other = other.contiguous(memory_format=torch.channels_last)
+                y = torch.ops.mkldnn._convolution_pointwise.binary(
+                    x.to(dtype), other, weight, bias, *args, "add", None, None if attr == "none" else attr, scalars, "")
+        return self._unshuffle_channels(y) if self.shuffle > 1 else y
 
     def extra_repr(self) -> str:
-        return f"{tuple(self.weight.shape)}, {self.attr}" + (f"({self.slope})" if self.attr == "leaky_relu" else "")
+        parts = [str(tuple(self.weight.shape))]
+        if self.activation is not None:
+            parts.append(f"{self.activation[0]}({self.activation[1]})")
+        if self.shuffle > 1:
+            parts.append(f"shuffle={self.shuffle}")
+        return ", ".join(parts)
 
 
 class RowBlockConv(nn.Module):
@@ -130,27 +191,132 @@ def _activation(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, floa
     return None
 
 
-def _conv_of(node: fx.Node, modules: dict[str, nn.Module], kind: type) -> nn.Module | None:
-    """The module of the call_module node feeding `node`, if it is a `kind` whose output only `node` uses."""
-    source = node.args[0] if node.args else None
-    if not isinstance(source, fx.Node) or source.op != "call_module" or len(source.users) != 1:
-        return None
-    module = modules.get(source.target)
-    return module if type(module) is kind else None
+def _only_user(node: fx.Node) -> fx.Node | None:
+    return next(iter(node.users)) if len(node.users) == 1 else None
 
 
-def _replace(traced: fx.GraphModule, node: fx.Node, module: nn.Module) -> None:
-    """Put `module` in place of the module that node's input calls, and drop `node` from the graph."""
-    source = node.args[0]
-    parent, _, name = source.target.rpartition(".")
-    setattr(traced.get_submodule(parent) if parent else traced, name, module)
-    node.replace_all_uses_with(source)
-    traced.graph.erase_node(node)
+def _shuffle_factor(node: fx.Node, modules: dict[str, nn.Module]) -> int:
+    """r when `node` is pixel_shuffle(r) of its first argument, else 0."""
+    if node.op == "call_module" and type(modules.get(node.target)) is nn.PixelShuffle:
+        return modules[node.target].upscale_factor
+    if node.op == "call_function" and node.target in (F.pixel_shuffle, torch.pixel_shuffle):
+        factor = node.args[1] if len(node.args) > 1 else node.kwargs.get("upscale_factor")
+        return factor if isinstance(factor, int) else 0
+    return 0
+
+
+def _scaled_term(node: fx.Node) -> tuple[fx.Node, float] | None:
+    """(a, s) when `node` is a * s or s * a for a python number s; (node, 1.0) for any other node."""
+    if node.op == "call_function" and node.target in (operator.mul, torch.mul) and len(node.args) == 2:
+        a, b = node.args
+        if isinstance(a, fx.Node) and isinstance(b, (int, float)):
+            return a, float(b)
+        if isinstance(b, fx.Node) and isinstance(a, (int, float)):
+            return b, float(a)
+    return (node, 1.0) if isinstance(node, fx.Node) else None
+
+
+class _Graph:
+    """The traced model being rewritten, with its modules and how often each module is called."""
+
+    def __init__(self, traced: fx.GraphModule) -> None:
+        self.traced, self.graph = traced, traced.graph
+        self.modules = dict(traced.named_modules())
+
+    def nodes(self) -> list[fx.Node]:
+        return list(self.graph.nodes)
+
+    def conv(self, node: object) -> nn.Conv2d | None:
+        """The nn.Conv2d that `node` calls, if only this node calls it, it has one user and a fusable padding."""
+        if not isinstance(node, fx.Node) or node.op != "call_module" or len(node.users) != 1:
+            return None
+        module = self.modules.get(node.target)
+        if type(module) is not nn.Conv2d or module.padding_mode != "zeros" or isinstance(module.padding, str):
+            return None
+        calls = sum(1 for n in self.graph.nodes if n.op == "call_module" and n.target == node.target)
+        return module if calls == 1 else None
+
+    def set_module(self, target: str, module: nn.Module) -> None:
+        parent, _, name = target.rpartition(".")
+        setattr(self.traced.get_submodule(parent) if parent else self.traced, name, module)
+        self.modules[target] = module
+
+    def collapse(self, chain: list[fx.Node], module: nn.Module, args: tuple) -> None:
+        """Replace the chain conv -> ... -> last (each the only user of the one before) by one call of `module`,
+        placed where the last node was and stored under the conv's name."""
+        conv_node, last = chain[0], chain[-1]
+        self.set_module(conv_node.target, module)
+        with self.graph.inserting_before(last):
+            fused = self.graph.call_module(conv_node.target, args)
+        last.replace_all_uses_with(fused)
+        for node in reversed(chain):
+            self.graph.erase_node(node)
+
+
+def _fold_batch_norms(g: _Graph) -> None:
+    for node in g.nodes():
+        bn = g.modules.get(node.target) if node.op == "call_module" else None
+        conv = g.conv(node.args[0]) if node.args else None
+        if isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and conv is not None:
+            g.set_module(node.args[0].target, fuse_conv_bn_eval(conv, bn))
+            node.replace_all_uses_with(node.args[0])
+            g.graph.erase_node(node)
+
+
+def _fuse_residual_adds(g: _Graph) -> None:
+    """conv(x) [* s] + other -> FusedConv(scale=s)(x, other); other scaled sums a * s + b -> torch.add(b, a, s)."""
+    for node in g.nodes():
+        if node.op != "call_function" or node.target not in (operator.add, torch.add) or node.kwargs \
+                or len(node.args) != 2 or not all(isinstance(a, fx.Node) for a in node.args):
+            continue
+        for term, other in (node.args, node.args[::-1]):
+            found = _scaled_term(term)
+            if found is None:
+                continue
+            source, scale = found
+            chain = [source, term, node] if term is not source else [source, node]
+            conv = g.conv(source)
+            if conv is not None and not _row_block_size(conv) and all(len(n.users) == 1 for n in chain[1:-1]):
+                g.collapse(chain, FusedConv(conv, scale=scale), (source.args[0], other))
+                break
+            if term is not source and len(term.users) == 1:
+                with g.graph.inserting_before(node):
+                    summed = g.graph.call_function(torch.add, (other, source), {"alpha": scale})
+                node.replace_all_uses_with(summed)
+                g.graph.erase_node(node)
+                g.graph.erase_node(term)
+                break
+
+
+def _fuse_shuffles_and_activations(g: _Graph) -> None:
+    """conv -> [pixel_shuffle r] -> [ReLU/LeakyReLU] -> one FusedConv."""
+    for node in g.nodes():
+        conv = g.conv(node)
+        if conv is None:
+            continue
+        chain, shuffle = [node], 1
+        follower = _only_user(node)
+        if follower is not None and (factor := _shuffle_factor(follower, g.modules)) and \
+                conv.out_channels % factor**2 == 0:
+            chain, shuffle = [node, follower], factor
+        follower = _only_user(chain[-1])
+        activation = _activation(follower, g.modules) if follower is not None else None
+        if activation is not None and follower.args[0] is chain[-1]:
+            chain.append(follower)
+        if len(chain) > 1:
+            g.collapse(chain, FusedConv(conv, activation=activation, shuffle=shuffle), (node.args[0],))
+
+
+def _row_block_narrow_convs(g: _Graph) -> None:
+    for node in g.nodes():
+        conv = g.modules.get(node.target) if node.op == "call_module" else None
+        if type(conv) is nn.Conv2d and (rows := _row_block_size(conv)):
+            g.set_module(node.target, RowBlockConv(conv, rows))
 
 
 def fuse_for_inference(model: nn.Module, *, activations: bool) -> nn.Module:
-    """An eval-mode copy of `model` with conv+BN folded and (when `activations`, i.e. on CPU) conv+ReLU/LeakyReLU
-    fused and narrow convs row-blocked."""
+    """An eval-mode copy of `model` with conv+BN folded and, when `activations` (i.e. on CPU), conv + residual
+    add / pixel shuffle / ReLU / LeakyReLU fused (FusedConv) and narrow convs row-blocked."""
     model = copy.deepcopy(model).eval()
     activations = activations and torch.backends.mkldnn.is_available()
     if not activations and not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
@@ -160,28 +326,17 @@ def fuse_for_inference(model: nn.Module, *, activations: bool) -> nn.Module:
     except Exception as error:  # a trace failure only costs the fusion
         log.info("graph fusion skipped (%s: %s)", type(error).__name__, str(error).splitlines()[0][:120])
         return model
-    modules = dict(traced.named_modules())
-    for node in list(traced.graph.nodes):  # Identity placeholders (e.g. BN switched off) hide conv -> act pairs
-        if node.op == "call_module" and type(modules.get(node.target)) is nn.Identity:
+    g = _Graph(traced)
+    for node in g.nodes():  # Identity placeholders (e.g. BN switched off) hide conv -> act pairs
+        if node.op == "call_module" and type(g.modules.get(node.target)) is nn.Identity:
             node.replace_all_uses_with(node.args[0])
-            traced.graph.erase_node(node)
-    for node in list(traced.graph.nodes):
-        bn = modules.get(node.target) if node.op == "call_module" else None
-        conv = _conv_of(node, modules, nn.Conv2d)
-        if isinstance(bn, nn.BatchNorm2d) and conv is not None and bn.track_running_stats:
-            fused, target = fuse_conv_bn_eval(conv, bn), node.args[0].target
-            _replace(traced, node, fused)
-            modules[target] = fused
-    for node in list(traced.graph.nodes) if activations else []:
-        found, conv = _activation(node, modules), _conv_of(node, modules, nn.Conv2d)
-        if found and conv is not None and conv.padding_mode == "zeros" and not isinstance(conv.padding, str):
-            _replace(traced, node, ConvActivation(conv, *found))
-    for node in list(traced.graph.nodes) if activations else []:
-        conv = modules.get(node.target) if node.op == "call_module" else None
-        if type(conv) is nn.Conv2d and (rows := _row_block_size(conv)):
-            parent, _, name = node.target.rpartition(".")
-            setattr(traced.get_submodule(parent) if parent else traced, name, RowBlockConv(conv, rows))
-    traced.graph.lint()
+            g.graph.erase_node(node)
+    _fold_batch_norms(g)
+    if activations:
+        _fuse_residual_adds(g)
+        _fuse_shuffles_and_activations(g)
+        _row_block_narrow_convs(g)
+    g.graph.lint()
     traced.delete_all_unused_submodules()
     traced.recompile()
     return traced
