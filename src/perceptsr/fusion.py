@@ -226,9 +226,10 @@ class _Graph:
     def nodes(self) -> list[fx.Node]:
         return list(self.graph.nodes)
 
-    def conv(self, node: object) -> nn.Conv2d | None:
-        """The nn.Conv2d that `node` calls, if only this node calls it, it has one user and a fusable padding."""
-        if not isinstance(node, fx.Node) or node.op != "call_module" or len(node.users) != 1:
+    def conv(self, node: object, *, single_user: bool = True) -> nn.Conv2d | None:
+        """The nn.Conv2d that `node` calls, if only this node calls it, it has a fusable padding and (when
+        `single_user`) its output has one user."""
+        if not isinstance(node, fx.Node) or node.op != "call_module" or (single_user and len(node.users) != 1):
             return None
         module = self.modules.get(node.target)
         if type(module) is not nn.Conv2d or module.padding_mode != "zeros" or isinstance(module.padding, str):
@@ -307,11 +308,14 @@ def _fuse_shuffles_and_activations(g: _Graph) -> None:
             g.collapse(chain, FusedConv(conv, activation=activation, shuffle=shuffle), (node.args[0],))
 
 
-def _row_block_narrow_convs(g: _Graph) -> None:
+def _rewrite_remaining_convs(g: _Graph) -> None:
+    """Narrow convs -> RowBlockConv; the other plain convs -> FusedConv, for its once-cast weights."""
     for node in g.nodes():
         conv = g.modules.get(node.target) if node.op == "call_module" else None
         if type(conv) is nn.Conv2d and (rows := _row_block_size(conv)):
             g.set_module(node.target, RowBlockConv(conv, rows))
+        elif g.conv(node, single_user=False) is not None:
+            g.set_module(node.target, FusedConv(conv))
 
 
 def fuse_for_inference(model: nn.Module, *, activations: bool) -> nn.Module:
@@ -335,7 +339,7 @@ def fuse_for_inference(model: nn.Module, *, activations: bool) -> nn.Module:
     if activations:
         _fuse_residual_adds(g)
         _fuse_shuffles_and_activations(g)
-        _row_block_narrow_convs(g)
+        _rewrite_remaining_convs(g)
     g.graph.lint()
     traced.delete_all_unused_submodules()
     traced.recompile()
