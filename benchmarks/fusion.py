@@ -3,8 +3,10 @@
 python benchmarks/fusion.py [--side 256] [--rounds 5]
 
 Channels-last CPU tensors, inference mode, best of `rounds`, fp32 and bf16 (bf16 only where torch reports native
-support). Rows: conv 3x3 64->64 + LeakyReLU (separate vs ConvActivation); conv 3x3 and 9x9 64->3 (plain vs
-RowBlockConv, the final conv of every generator). Prints milliseconds and the ratio; the ratios are what count.
+support). Rows, each as the model has it vs the rewrite: conv 3x3 64->64 + LeakyReLU, conv + 0.2-scaled residual
+add (RRDB, residual blocks), conv 64->256 + pixel shuffle 2 + LeakyReLU (sub-pixel upsamplers) vs FusedConv; conv
+3x3 and 9x9 64->3 (the final conv of every generator) vs RowBlockConv. Prints milliseconds and the ratio; the
+ratios are what count.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402, N812
 
-from perceptsr.fusion import ConvActivation, RowBlockConv  # noqa: E402
+from perceptsr.fusion import FusedConv, RowBlockConv  # noqa: E402
 from perceptsr.speed import native_reduced_precision  # noqa: E402
 
 
@@ -36,13 +38,25 @@ def best_ms(function: Callable[[], object], rounds: int) -> float:
     return best * 1e3
 
 
-def cases() -> dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]]:
-    """name -> (layers as the model has them, the rewrite)."""
+Layer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def cases(side: int) -> dict[str, tuple[Layer, Layer]]:
+    """name -> (layers as the model has them, the rewrite), both called on a 1x64xside x side input."""
     torch.manual_seed(0)
-    conv = nn.Conv2d(64, 64, 3, padding=1)
+    conv, up = nn.Conv2d(64, 64, 3, padding=1), nn.Conv2d(64, 256, 3, padding=1)
     narrow3, narrow9 = nn.Conv2d(64, 3, 3, padding=1), nn.Conv2d(64, 3, 9, padding=4)
-    fused = ConvActivation(conv, "leaky_relu", 0.1)
-    return {"conv3x3 64->64 + LeakyReLU": (lambda x: F.leaky_relu(conv(x), 0.1), fused),
+    residual = torch.rand(1, 64, side, side).contiguous(memory_format=torch.channels_last)
+    with_activation = FusedConv(conv, activation=("leaky_relu", 0.1))
+    with_residual = FusedConv(conv, scale=0.2)
+    shuffled = FusedConv(up, activation=("leaky_relu", 0.1), shuffle=2)
+
+    def like() -> torch.Tensor:  # the residual in the dtype the conv output has
+        return residual.to(torch.get_autocast_dtype("cpu")) if torch.is_autocast_enabled("cpu") else residual
+
+    return {"conv3x3 64->64 + LeakyReLU": (lambda x: F.leaky_relu(conv(x), 0.1), with_activation),
+            "conv3x3 64->64 * 0.2 + x": (lambda x: conv(x) * 0.2 + like(), lambda x: with_residual(x, like())),
+            "conv 64->256 + shuffle + LReLU": (lambda x: F.leaky_relu(F.pixel_shuffle(up(x), 2), 0.1), shuffled),
             "conv3x3 64->3": (narrow3, RowBlockConv(narrow3, 4)),
             "conv9x9 64->3": (narrow9, RowBlockConv(narrow9, 4))}
 
@@ -56,11 +70,11 @@ def main() -> None:
     precisions = ["fp32"] + (["bf16"] if native_reduced_precision(torch.device("cpu")) == "bf16" else [])
     print(f"{torch.get_num_threads()} threads, input 1x64x{args.side}x{args.side}")  # noqa: T201
     with torch.inference_mode():
-        for name, (before, after) in cases().items():
+        for name, (before, after) in cases(args.side).items():
             for precision in precisions:
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                     old, new = (best_ms(lambda f=f: f(x), args.rounds) for f in (before, after))
-                print(f"{name:28s} {precision}: {old:7.2f} ms -> {new:7.2f} ms  ({old / new:.2f}x)")  # noqa: T201
+                print(f"{name:32s} {precision}: {old:7.2f} ms -> {new:7.2f} ms  ({old / new:.2f}x)")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -172,7 +172,8 @@ def test_fused_conv_equals_the_ops_it_replaces(shuffle: int, activation: tuple[s
     conv = nn.Conv2d(8, 4 * shuffle**2, 3, padding=1)
     x = torch.randn(2, 8, 7, 5, generator=generator).contiguous(memory_format=torch.channels_last)
     other = torch.randn(2, 4 * shuffle**2, 7, 5, generator=generator)
-    act = {None: lambda y: y, "relu": F.relu, "leaky_relu": lambda y: F.leaky_relu(y, 0.2)}[activation and activation[0]]
+    acts = {None: lambda y: y, "relu": F.relu, "leaky_relu": lambda y: F.leaky_relu(y, 0.2)}
+    act = acts[activation and activation[0]]
     with torch.inference_mode():
         shuffled = FusedConv(conv, activation=activation, shuffle=shuffle)(x)
         torch.testing.assert_close(shuffled, act(F.pixel_shuffle(conv(x), shuffle)), rtol=0, atol=1e-6)

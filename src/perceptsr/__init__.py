@@ -9,16 +9,7 @@ Images are float32 tensors N x 3 x H x W, RGB in [0,1], or paths to image files.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
-
-if sys.platform.startswith("linux"):
-    # CPU tensors of 2 MB and more on transparent huge pages (PyTorch reads this at its first such allocation).
-    # Feature maps at HR are tens of MB, allocated afresh by every op; with 4 kB pages, faulting them in took
-    # more time than the op itself (a 64 MB copy: 27 ms, 12 ms with huge pages, on the 2-core machine here).
-    # Set THP_MEM_ALLOC_ENABLE=0 to opt out.
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import torch
 from torch import Tensor, nn
