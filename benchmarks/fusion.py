@@ -5,8 +5,9 @@ python benchmarks/fusion.py [--side 256] [--rounds 5]
 Channels-last CPU tensors, inference mode, best of `rounds`, fp32 and bf16 (bf16 only where torch reports native
 support). Rows, each as the model has it vs the rewrite: conv 3x3 64->64 + LeakyReLU, conv + 0.2-scaled residual
 add (RRDB, residual blocks), conv 64->256 + pixel shuffle 2 + LeakyReLU (sub-pixel upsamplers) vs FusedConv; conv
-3x3 and 9x9 64->3 (the final conv of every generator) vs RowBlockConv. Prints milliseconds and the ratio; the
-ratios are what count.
+3x3 and 9x9 64->3 (the final conv of every generator) vs RowBlockConv; SRResNet's end (conv 64->256, shuffle 2,
+PReLU, RowBlockConv 9x9 64->3) vs the shuffle skipped and the 9x9 run on the LR phases (polyphase_conv).
+Prints milliseconds and the ratio; the ratios are what count.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402, N812
 
-from perceptsr.fusion import FusedConv, RowBlockConv  # noqa: E402
+from perceptsr.fusion import FusedConv, RowBlockConv, polyphase_conv  # noqa: E402
 from perceptsr.speed import native_reduced_precision  # noqa: E402
 
 
@@ -50,6 +51,10 @@ def cases(side: int) -> dict[str, tuple[Layer, Layer]]:
     with_activation = FusedConv(conv, activation=("leaky_relu", 0.1))
     with_residual = FusedConv(conv, scale=0.2)
     shuffled = FusedConv(up, activation=("leaky_relu", 0.1), shuffle=2)
+    blocked3, blocked9 = RowBlockConv(narrow3, 4), RowBlockConv(narrow9, 4)
+    prelu, phases_prelu = nn.PReLU(64), nn.PReLU(256)
+    phases_prelu.weight.data = prelu.weight.detach().repeat(4)
+    phases, polyphase = FusedConv(up, shuffle=2, unshuffle=False), FusedConv(polyphase_conv(narrow9, 2), shuffle=2)
 
     def like() -> torch.Tensor:  # the residual in the dtype the conv output has
         return residual.to(torch.get_autocast_dtype("cpu")) if torch.is_autocast_enabled("cpu") else residual
@@ -57,8 +62,10 @@ def cases(side: int) -> dict[str, tuple[Layer, Layer]]:
     return {"conv3x3 64->64 + LeakyReLU": (lambda x: F.leaky_relu(conv(x), 0.1), with_activation),
             "conv3x3 64->64 * 0.2 + x": (lambda x: conv(x) * 0.2 + like(), lambda x: with_residual(x, like())),
             "conv 64->256 + shuffle + LReLU": (lambda x: F.leaky_relu(F.pixel_shuffle(up(x), 2), 0.1), shuffled),
-            "conv3x3 64->3": (narrow3, RowBlockConv(narrow3, 4)),
-            "conv9x9 64->3": (narrow9, RowBlockConv(narrow9, 4))}
+            "up + PReLU + 9x9 64->3": (lambda x: blocked9(prelu(F.pixel_shuffle(up(x), 2))),
+                                       lambda x: polyphase(phases_prelu(phases(x)))),
+            "conv3x3 64->3": (narrow3, blocked3),
+            "conv9x9 64->3": (narrow9, blocked9)}
 
 
 def main() -> None:

@@ -189,6 +189,28 @@ def test_fused_conv_equals_the_ops_it_replaces(shuffle: int, activation: tuple[s
         torch.testing.assert_close(half.float(), conv(x) * 0.2 + other, rtol=0.02, atol=0.05)
 
 
+@pytest.mark.parametrize("scale, act", [(2, "prelu"), (2, "prelu1"), (3, "leaky"), (2, "none")])
+def test_polyphase_narrow_conv_after_an_upsampler_equals_eager(scale: int, act: str) -> None:
+    from perceptsr.fusion import FusedConv
+
+    torch.manual_seed(scale)
+    activation = {"prelu": nn.PReLU(16, init=0.3), "prelu1": nn.PReLU(), "leaky": nn.LeakyReLU(0.2),
+                  "none": nn.Identity()}[act]
+    if isinstance(activation, nn.PReLU):
+        activation.weight.data.uniform_(-0.5, 0.5)  # a different slope per channel, some negative
+    net = nn.Sequential(nn.Conv2d(16, 16 * scale**2, 3, padding=1), nn.PixelShuffle(scale), activation,
+                        nn.Conv2d(16, 3, 9, padding=4))
+    net.scale = scale
+    x = torch.rand(1, 16, 11, 7)
+    with torch.no_grad():
+        expected = net(x)
+    fast = speed.prepare(copy.deepcopy(net), precision="fp32")
+    torch.testing.assert_close(fast(x), expected, rtol=0, atol=1e-5)
+    if torch.backends.mkldnn.is_available():
+        kept = [m for m in fast.model.modules() if isinstance(m, FusedConv) and m.shuffle > 1 and not m.unshuffle]
+        assert len(kept) == 1  # the HR map of 16 channels is never shuffled out
+
+
 @pytest.mark.parametrize("kernel, out_channels, bias", [(3, 3, True), (9, 3, True), (3, 1, False), (5, 4, True)])
 def test_row_block_conv_equals_the_conv(kernel: int, out_channels: int, bias: bool) -> None:
     from perceptsr.fusion import RowBlockConv, fuse_for_inference
