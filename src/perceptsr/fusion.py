@@ -2,16 +2,24 @@
 
 - conv + BatchNorm: eval-mode BN is a per-channel affine map, so it folds into the conv's weights (exact up to
   float rounding). Removes one pass over the feature map per BN (SRResNet, SRFeat).
-- conv + ReLU / LeakyReLU on CPU: one oneDNN call with the activation as a post-op
-  (torch.ops.mkldnn._convolution_pointwise, what inductor emits), so the output is written once, not read and
-  written again by the activation. A small, noisy gain: 1.09-1.48x (fp32) / 1.04-1.07x (bf16) for a 3x3 conv
-  64->64 + LeakyReLU at 256x256 over two runs of `python benchmarks/fusion.py` (2 threads, idle 2-core AMX Xeon).
-- a conv with few output channels (the last conv of every generator, 64->3 at full resolution) on CPU: oneDNN
-  computes at least 16 output channels per pixel, so a 64->3 conv costs as much as a 64->16 one. `RowBlockConv`
-  makes the conv compute `rows` output rows per position (stride `rows` down, a kernel `rows - 1` taller,
-  `rows * out` channels), then puts the rows back in place. `python benchmarks/fusion.py` at 256x256: 9x9 64->3
-  2.80x faster (fp32) / 1.89-1.96x (bf16), 3x3 64->3 1.45-1.56x / 1.10-1.25x (two runs). Exact up to float
-  summation order.
+On CPU (oneDNN), each conv becomes a FusedConv that takes in what follows it:
+- ReLU / LeakyReLU as a post-op (torch.ops.mkldnn._convolution_pointwise, what inductor emits): the output is
+  written once, not written, read and written again by the activation;
+- a residual add `x + s * conv(...)` (residual blocks, RRDB's 0.2-scaled branches) as a binary-add post-op, s in
+  the weights; other scaled sums `a * s + b` become one torch.add(b, a, alpha=s);
+- a pixel shuffle (sub-pixel upsamplers): output channels reordered so the shuffle copies contiguous runs;
+- and keeps its weights cast to the autocast dtype once, instead of on every call.
+A narrow conv (the last conv of every generator, 64->3 at full resolution) costs as much as a 64->16 one: oneDNN
+computes at least 16 output channels per pixel. `RowBlockConv` makes it compute `rows` output rows per position
+(stride `rows` down, a kernel `rows - 1` taller, `rows * out` channels), then puts the rows back in place. After a
+sub-pixel upsampler and at most a PReLU, `polyphase_conv` runs it on the LR phases instead, and the HR map is
+never shuffled out (SRResNet's 9x9 end).
+`python benchmarks/fusion.py` (2 threads, 2-core AMX Xeon; inputs 1x64x128x128 and 256x256; three runs, two for the
+SRResNet end) times each rewrite against the layers it replaces, fp32 / bf16: conv + LeakyReLU 1.13-1.49x /
+1.07-1.08x; conv + scaled residual 1.16-1.67x / 1.03-1.08x; conv 64->256 + shuffle + LeakyReLU 1.08-1.28x /
+1.25-1.41x; SRResNet's end (upsampling conv, shuffle, PReLU, 9x9 64->3) 1.14-1.17x / 1.02-1.23x; 9x9 64->3
+2.61-3.68x / 1.89-2.10x; 3x3 64->3 1.51-1.57x / 1.10-1.36x. All exact up to float summation order
+(tests/test_speed.py).
 A model that cannot be traced (data-dependent control flow, e.g. FxSR's float-or-map `t`) keeps its plain copy.
 """
 

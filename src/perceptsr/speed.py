@@ -4,7 +4,8 @@ What each part buys on a 2-core AMX Xeon (measured by `perceptsr bench`; see ben
 - channels-last (NHWC) lets oneDNN use its direct convolution kernels instead of reordering every map.
 - bf16 autocast runs convolutions on the CPU's bf16 matrix units (AMX); adds, losses and interpolation stay in
   the precision autocast chooses (fp32 where it matters). fp16/bf16 on CUDA the same way.
-- perceptsr.fusion folds BatchNorm into the preceding conv and fuses conv + ReLU/LeakyReLU (oneDNN post-op).
+- perceptsr.fusion folds BatchNorm into the preceding conv and, on CPU, fuses into each conv what follows it
+  (activation, residual add, pixel shuffle) and rewrites the narrow output convs.
 - `compile=True` (torch.compile with inductor weight freezing) folds conv + activation / residual add into
   oneDNN post-ops and pre-packs weights; it costs tens of seconds per model and input shape, so it is opt-in
   (tiles all have one shape, so a large image compiles once). `torch.jit.freeze` and

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 from torch.nn import functional as F  # noqa: N812
 
 from perceptsr.archs.blocks import SFTLayer
@@ -82,6 +82,17 @@ def _hr_branch(num_feat: int, torch_form: bool) -> nn.Sequential:
                          nn.Conv2d(num_feat, 3, 3, 1, 1))
 
 
+@fx.wrap
+def _check_seg(lr: Tensor, seg: Tensor, num_classes: int, scale: int) -> Tensor:
+    """`seg` if it is N x num_classes x (scale*h) x (scale*w) for lr N x 3 x h x w, else an InputError.
+    A leaf for torch.fx (perceptsr.fusion traces the generator; the check stays in the traced graph)."""
+    expected = (lr.shape[0], num_classes, scale * lr.shape[-2], scale * lr.shape[-1])
+    if seg.dim() != 4 or tuple(seg.shape) != expected:
+        raise InputError(f"the segmentation map has shape {tuple(seg.shape)}; SFTGAN needs {expected} "
+                         f"(class probabilities at {scale}x the LR size)")
+    return seg
+
+
 class SFTNet(nn.Module):
     """The SFTGAN generator: forward(lr N×3×h×w, seg=N×C×4h×4w probabilities) -> N×3×4h×4w, unclamped."""
 
@@ -106,10 +117,7 @@ class SFTNet(nn.Module):
         self.CondNet = nn.Sequential(*layers)
 
     def forward(self, lr: Tensor, seg: Tensor) -> Tensor:
-        expected = (lr.shape[0], self.config.num_classes, self.scale * lr.shape[-2], self.scale * lr.shape[-1])
-        if seg.dim() != 4 or tuple(seg.shape) != expected:
-            raise InputError(f"the segmentation map has shape {tuple(seg.shape)}; SFTGAN needs {expected} "
-                             f"(class probabilities at {self.scale}x the LR size)")
+        seg = _check_seg(lr, seg, self.config.num_classes, self.scale)
         cond = self.CondNet(seg)
         fea = self.conv0(lr)
         res = fea
