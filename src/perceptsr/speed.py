@@ -6,9 +6,10 @@ What each part buys on a 2-core AMX Xeon (measured by `perceptsr bench`; see ben
   the precision autocast chooses (fp32 where it matters). fp16/bf16 on CUDA the same way.
 - perceptsr.fusion folds BatchNorm into the preceding conv and, on CPU, fuses into each conv what follows it
   (activation, residual add, pixel shuffle) and rewrites the narrow output convs.
-- `compile=True` (torch.compile with inductor weight freezing) folds conv + activation / residual add into
-  oneDNN post-ops and pre-packs weights; it costs tens of seconds per model and input shape, so it is opt-in
-  (tiles all have one shape, so a large image compiles once). `torch.jit.freeze` and
+- `compile=True` (torch.compile with inductor weight freezing, on the fused copy) costs tens of seconds per model
+  and input shape, so it is opt-in (tiles all have one shape, so a large image compiles once). On this machine it
+  gains nothing over the fused eager path: `perceptsr bench --compile --models srresnet` (128x128) timed fp32
+  1388 vs 1360 ms and bf16 463 vs 449 ms (one run, machine busy). `torch.jit.freeze` and
   `optimize_for_inference` were measured too and gained nothing over channels-last, so they are not used.
 
 Precision `auto` picks reduced precision only where it is native (CPU with AMX / AVX512-BF16; CUDA) and where
