@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from perceptsr.archs.rrdb import RRDBNet, RRDBNetConfig
 from perceptsr.errors import ConfigError, InputError
@@ -45,6 +45,21 @@ class FxSRNetConfig:
                              num_grow_ch=self.num_grow_ch)
 
 
+@fx.wrap
+def _t_map(lr: Tensor, t: float | Tensor) -> Tensor:
+    """FxSRNet.t_map; a leaf for torch.fx, so the generator traces (perceptsr.fusion) with t a float or a map."""
+    batch, _, height, width = lr.shape
+    if not isinstance(t, Tensor):
+        return lr.new_full((batch, 1, height, width), float(t))
+    if t.dim() == 0:
+        return t.to(lr).expand(batch, 1, height, width)
+    if t.dim() != 4 or t.shape[1] != 1 or t.shape[2:] != lr.shape[2:] or t.shape[0] not in (1, batch):
+        raise InputError(
+            f"fxsr: t must be a float or a map ({batch} or 1)×1×{height}×{width}, got shape {tuple(t.shape)}"
+        )
+    return t.to(lr).expand(batch, 1, height, width)
+
+
 class FxSRNet(RRDBNet):
     """`forward(lr, t=0.8)`: lr N×3×h×w in [0,1]; t a float in [0,1] or a map N×1×h×w (or 1×1×h×w) at LR size.
 
@@ -59,16 +74,7 @@ class FxSRNet(RRDBNet):
 
     def t_map(self, lr: Tensor, t: float | Tensor) -> Tensor:
         """t as an N×1×h×w map on lr's device and dtype (a float or 0-dim tensor is expanded)."""
-        batch, _, height, width = lr.shape
-        if not isinstance(t, Tensor):
-            return lr.new_full((batch, 1, height, width), float(t))
-        if t.dim() == 0:
-            return t.to(lr).expand(batch, 1, height, width)
-        if t.dim() != 4 or t.shape[1] != 1 or t.shape[2:] != lr.shape[2:] or t.shape[0] not in (1, batch):
-            raise InputError(
-                f"fxsr: t must be a float or a map ({batch} or 1)×1×{height}×{width}, got shape {tuple(t.shape)}"
-            )
-        return t.to(lr).expand(batch, 1, height, width)
+        return _t_map(lr, t)
 
     def forward(self, lr: Tensor, t: float | Tensor = DEFAULT_T) -> Tensor:  # type: ignore[override]
         return self.run(lr, self.cond_net(self.t_map(lr, t)))
