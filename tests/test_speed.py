@@ -135,6 +135,10 @@ def test_fp32_fast_path_equals_eager(arch: str) -> None:
         expected = eager(lr, **conditions)
     fast = speed.prepare(copy.deepcopy(eager), precision="fp32")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.model.modules())
+    if torch.backends.mkldnn.is_available():  # the network traced, so the CPU rewrites happened
+        from perceptsr.fusion import FusedConv
+
+        assert any(isinstance(m, FusedConv) for m in fast.model.modules())
     out = fast(lr, **conditions)
     assert out.is_contiguous() and out.dtype == torch.float32
     assert expected.abs().max() > 0.01  # a real output, not zeros

@@ -20,7 +20,7 @@ SRResNet end) times each rewrite against the layers it replaces, fp32 / bf16: co
 1.25-1.41x; SRResNet's end (upsampling conv, shuffle, PReLU, 9x9 64->3) 1.14-1.17x / 1.02-1.23x; 9x9 64->3
 2.61-3.68x / 1.89-2.10x; 3x3 64->3 1.51-1.57x / 1.10-1.36x. All exact up to float summation order
 (tests/test_speed.py).
-A model that cannot be traced (data-dependent control flow, e.g. FxSR's float-or-map `t`) keeps its plain copy.
+A model that cannot be traced (control flow on tensor values or shapes) keeps its plain copy.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class FusedConv(nn.Module):
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self.kernel_size = conv.kernel_size
         self.activation, self.shuffle = activation, shuffle
-        self.unshuffle = unshuffle  # False: return the LR map with (i, j, c) channels (a PolyphaseConv reads it)
+        self.unshuffle = unshuffle  # False: return the LR map with (i, j, c) channels (for a polyphase_conv)
         self._cast: dict[torch.dtype, tuple[tuple[int, int], Tensor, Tensor | None]] = {}
 
     def _weights(self, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
@@ -266,15 +266,16 @@ class _Graph:
     def nodes(self) -> list[fx.Node]:
         return list(self.graph.nodes)
 
-    def conv(self, node: object, *, single_user: bool = True) -> nn.Conv2d | None:
-        """The nn.Conv2d that `node` calls, if only this node calls it, it has a fusable padding and (when
-        `single_user`) its output has one user."""
+    def conv(self, node: object, *, single_user: bool = True, any_padding: bool = False) -> nn.Conv2d | None:
+        """The nn.Conv2d that `node` calls, if only this node calls it, (when `single_user`) its output has one
+        user and (unless `any_padding`) its padding is explicit zeros, as oneDNN's fused ops take it."""
         if not isinstance(node, fx.Node) or node.op != "call_module" or (single_user and len(node.users) != 1):
             return None
         module = self.modules.get(node.target)
-        if type(module) is not nn.Conv2d or module.padding_mode != "zeros" or isinstance(module.padding, str):
+        if type(module) is not nn.Conv2d or self.calls(node.target) != 1:
             return None
-        return module if self.calls(node.target) == 1 else None
+        return module if any_padding or (module.padding_mode == "zeros" and not isinstance(module.padding, str)) \
+            else None
 
     def calls(self, target: str) -> int:
         """How many nodes call the module at `target`."""
@@ -300,7 +301,7 @@ class _Graph:
 def _fold_batch_norms(g: _Graph) -> None:
     for node in g.nodes():
         bn = g.modules.get(node.target) if node.op == "call_module" else None
-        conv = g.conv(node.args[0]) if node.args else None
+        conv = g.conv(node.args[0], any_padding=True) if node.args else None
         if isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and conv is not None:
             g.set_module(node.args[0].target, fuse_conv_bn_eval(conv, bn))
             node.replace_all_uses_with(node.args[0])

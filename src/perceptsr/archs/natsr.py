@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -71,6 +71,14 @@ class DenseBlock(nn.Module):
         return x + self.res_scale * self.conv_fusion(torch.cat(features, 1))
 
 
+@fx.wrap
+def _check_lr(lr: Tensor) -> Tensor:
+    """`lr` if it is N×3×h×w, else an InputError; a leaf for torch.fx, so FRSR traces (perceptsr.fusion)."""
+    if lr.ndim != 4 or lr.shape[1] != 3:
+        raise InputError(f"frsr expects N×3×h×w images, got shape {tuple(lr.shape)}")
+    return lr
+
+
 class FRSR(nn.Module):
     """The fractal residual SR network, NatSR's generator (also trained alone with L1 as "FRSR").
 
@@ -101,9 +109,7 @@ class FRSR(nn.Module):
         return x
 
     def forward(self, lr: Tensor) -> Tensor:
-        if lr.ndim != 4 or lr.shape[1] != 3:
-            raise InputError(f"frsr expects N×3×h×w images, got shape {tuple(lr.shape)}")
-        c1 = self.conv1(lr)
+        c1 = self.conv1(_check_lr(lr))
         c2 = self._group(0, c1) + c1
         c3 = self._group(1, c2) + c2 + c1
         c4 = self._group(2, c3) + c3
