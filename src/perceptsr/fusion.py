@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import logging
 import operator
+from collections import Counter
 
 import torch
 from torch import Tensor, fx, nn
@@ -115,7 +116,7 @@ class FusedConv(nn.Module):
             attr, scalars = ("none", []) if self.activation is None else (
                 self.activation[0], [self.activation[1]] if self.activation[0] == "leaky_relu" else [])
             args = (self.padding, self.stride, self.dilation, self.groups)
-            if other is None and self.activation is None:  # aten's conv: measured a few % faster than the op below
+            if other is None and self.activation is None:  # nothing to fuse: aten's conv, as eager runs it
                 y = F.conv2d(x.to(dtype), weight, bias, self.stride, self.padding, self.dilation, self.groups)
             elif other is None:
                 y = torch.ops.mkldnn._convolution_pointwise(x.to(dtype), weight, bias, *args, attr, scalars, "")
@@ -262,6 +263,8 @@ class _Graph:
     def __init__(self, traced: fx.GraphModule) -> None:
         self.traced, self.graph = traced, traced.graph
         self.modules = dict(traced.named_modules())
+        # call counts per module; the rewrites keep them (a collapsed chain calls its conv's target once again)
+        self._calls = Counter(n.target for n in traced.graph.nodes if n.op == "call_module")
 
     def nodes(self) -> list[fx.Node]:
         return list(self.graph.nodes)
@@ -279,7 +282,7 @@ class _Graph:
 
     def calls(self, target: str) -> int:
         """How many nodes call the module at `target`."""
-        return sum(1 for n in self.graph.nodes if n.op == "call_module" and n.target == target)
+        return self._calls[target]
 
     def set_module(self, target: str, module: nn.Module) -> None:
         parent, _, name = target.rpartition(".")
