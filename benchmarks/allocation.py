@@ -1,15 +1,14 @@
-"""Transparent huge pages for large CPU tensors (PyTorch's THP_MEM_ALLOC_ENABLE=1): on vs off.
+"""Huge pages for large CPU tensors (PyTorch's THP_MEM_ALLOC_ENABLE, which perceptsr turns on unless it is
+set): off against on.
 
-Fresh multi-MB tensors (every op on an HR feature map makes one) cost page faults; with huge pages a fresh 64 MB
-copy took 12 ms instead of 27 here, but on whole forwards the gain went mostly to the eager baseline (3 runs
-each: eager fp32 1.10x, fast fp32 1.05x, fast bf16 0.93x), so perceptsr does not set it; users can.
+Fresh multi-MB tensors (every op of a forward makes some) cost a page fault per 4 KiB page; with 2 MiB pages
+there were 13-23x fewer here. PyTorch reads the setting once per process, so every measurement is a fresh child
+process; the settings alternate, `--runs` times each, and the medians are printed. Each child times (best of 3,
+after a warm-up) one forward of the paper SRResNet x4 and of RRDBNet x4 on a 128x128 input on the fast path in
+fp32 and bf16 (where native), and the same SRResNet forward eagerly in fp32 NCHW, and counts the page faults of
+one forward.
 
-PyTorch reads the setting once per process, so each measurement is a fresh child process; the two settings
-alternate, `--runs` times each, and the medians are printed. Each child times (best of 5) a copy of a 64 MB
-tensor into a new one (what every op on an HR feature map does) and one forward of the paper SRResNet x4 on a
-128x128 input on the fast path in fp32 and bf16 (where native), and the same forward eagerly in fp32 NCHW.
-
-    python benchmarks/allocation.py [--runs 3]
+    python benchmarks/allocation.py [--runs 3] [--models srresnet,rrdb]
 """
 
 from __future__ import annotations
@@ -21,12 +20,14 @@ import statistics
 import subprocess
 import sys
 
+SETTINGS = {"huge pages off": {"THP_MEM_ALLOC_ENABLE": "0"}, "on (perceptsr default)": {"THP_MEM_ALLOC_ENABLE": "1"}}
+
 CHILD = r"""
-import json, time, torch
+import json, resource, sys, time, torch
 from perceptsr.bench import build_arch, example_input
 from perceptsr.speed import native_reduced_precision, prepare
 
-def best(function, rounds=5):
+def best(function, rounds=3):
     function()
     times = []
     for _ in range(rounds):
@@ -35,36 +36,48 @@ def best(function, rounds=5):
         times.append(time.perf_counter() - start)
     return min(times) * 1e3
 
-big = torch.rand(16 * 2**20)
-model = build_arch("srresnet", tiny=False)
-lr, _ = example_input(model, 128)
-result = {"copy 64 MB": best(lambda: big.clone())}
-with torch.no_grad():
-    result["srresnet eager fp32"] = best(lambda: model(lr), rounds=3)
-for precision in ["fp32"] + (["bf16"] if native_reduced_precision(torch.device("cpu")) else []):
-    fast = prepare(model, precision=precision)
-    result[f"srresnet fast {precision}"] = best(lambda: fast(lr), rounds=3)
+def faults(function):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    function()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+result = {}
+for name in sys.argv[1].split(","):
+    model = build_arch(name, tiny=False)
+    lr, _ = example_input(model, 128)
+    if name == "srresnet":
+        with torch.no_grad():
+            result[f"{name} eager fp32"] = best(lambda: model(lr))
+    for precision in ["fp32"] + (["bf16"] if native_reduced_precision(torch.device("cpu")) else []):
+        fast = prepare(model, precision=precision)
+        result[f"{name} fast {precision}"] = best(lambda: fast(lr))
+        result[f"{name} fast {precision} page faults"] = faults(lambda: fast(lr))
 print(json.dumps(result))
 """
 
 
-def child(enabled: bool) -> dict[str, float]:
-    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if enabled else "0"}
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True)
+def child(setting: str, models: str) -> dict[str, float]:
+    env = {**os.environ, **SETTINGS[setting]}
+    out = subprocess.run([sys.executable, "-c", CHILD, models], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--models", default="srresnet,rrdb")
     args = parser.parse_args()
-    results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    results: dict[str, list[dict[str, float]]] = {setting: [] for setting in SETTINGS}
     for _ in range(args.runs):
-        for enabled in (False, True):
-            results[enabled].append(child(enabled))
-    for name in results[True][0]:
-        off, on = (statistics.median(r[name] for r in results[e]) for e in (False, True))
-        print(f"{name:22s} THP off {off:8.1f} ms  on {on:8.1f} ms  ({off / on:.2f}x)")  # noqa: T201
+        for setting in SETTINGS:
+            results[setting].append(child(setting, args.models))
+    default = "huge pages off"
+    print(f"{'median of ' + str(args.runs):32s}" + "".join(f"{s:>24s}" for s in SETTINGS))  # noqa: T201
+    for name in results[default][0]:
+        medians = {s: statistics.median(r[name] for r in results[s]) for s in SETTINGS}
+        faults = name.endswith("faults")
+        cells = [f"{m:>24.0f}" if faults else f"{m:>11.1f} ms ({medians[default] / m:4.2f}x)" for m in medians.values()]
+        print(f"{name:32s}" + "".join(cells))  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -81,10 +81,22 @@ def test_bench_quick_json_follows_the_contract() -> None:
     assert set(model["speedup_vs_eager_fp32"]) == {"fp32", "bf16"}
     assert all(isinstance(v, float) and v > 0 for v in model["speedup_vs_eager_fp32"].values())
     assert model["peak_rss_mb"] > 50  # a Python process with torch loaded, at least
+    # the ceiling: eager time x bf16 roofline / FLOPs, i.e. at least the bf16 path's speed-up at its own fraction
+    ceiling, bf16 = model["bf16_speedup_ceiling"], model["speedup_vs_eager_fp32"]["bf16"]
+    assert ceiling == pytest.approx(bf16 / model["bf16_roofline_fraction"], rel=2e-2)
     tiling = result["tiling"]
     assert tiling["input"] == "128x128" and tiling["scale"] == 4
     assert tiling["peak_rss_mb"] > 50
     assert 0 <= tiling["max_tile_diff"] < 1 / 255
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "1"), ("0", "0")])
+def test_importing_perceptsr_turns_on_huge_pages_unless_set(preset: str | None, expected: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    env.update({"PYTHONPATH": str(ROOT / "src")}, **({"THP_MEM_ALLOC_ENABLE": preset} if preset else {}))
+    code = "import os, perceptsr; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == expected
 
 
 def test_auto_picks_fp32_where_bf16_is_not_native(monkeypatch: pytest.MonkeyPatch) -> None:

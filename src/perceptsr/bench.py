@@ -5,7 +5,9 @@ Per architecture of `archs.ARCHS` (parameter-free ones like bicubic are skipped)
 - the roofline, a large channels-last 3x3 conv 64->64 in fp32 and bf16, timed in the same rounds as the
   model (the fraction compares two rates measured under the same load; the reported roofline is the best);
 - FLOPs per output megapixel (torch.utils.flop_counter); GFLOP/s of the best fp32 path, its roofline fraction;
-- each inference path's speed-up over plain eager fp32 NCHW (no_grad, as the reference toolboxes run).
+- each inference path's speed-up over plain eager fp32 NCHW (no_grad, as the reference toolboxes run), and
+  its ceiling for bf16: the speed-up of a bf16 forward that ran all its FLOPs at the bf16 roofline. How high
+  that is depends on the CPU (with AMX, bf16 convs run ~6x fp32; with AVX512-BF16 alone, ~2x).
 Input size: the largest of `sides` whose eager forward is expected within the time budget (an RRDB at
 128x128 takes minutes on 2 busy cores), so big models fall back to smaller inputs; the size used is reported.
 Peak memory (VmHWM of a fresh interpreter) comes from child processes started after all timing: one per
@@ -160,6 +162,9 @@ def bench_model(name: str, settings: Settings, *, compile: bool) -> dict:
             "config": "tiny" if settings.tiny else "default", "input": f"{side}x{side}",
             "gflop_per_output_mp": _round(flops / out_pixels * 1e6 / 1e9),
             "bf16_gflops": _round(flops / best["bf16"] / 1e9),
+            "bf16_roofline_fraction": _round(flops / best["bf16"] / 1e9 / roof["bf16"]),
+            # the speed-up bf16 would have at the full bf16 roofline: no bf16 path can beat it on this machine
+            "bf16_speedup_ceiling": _round(times["eager"] * roof["bf16"] * 1e9 / flops),
             "ms": {k: _round(t * 1e3) for k, t in times.items()}}
 
 
@@ -298,13 +303,13 @@ def format_table(result: dict) -> str:
              f"{' (quick: tiny configs)' if c['quick'] else ''}",
              f"roofline (channels-last 3x3 conv 64->64): fp32 {roof['fp32']:.0f} GFLOP/s, bf16 {roof['bf16']:.0f}",
              f"{'arch':10s} {'input':>8s} {'GFLOP/MP':>9s} {'fp32 GF/s':>9s} {'of roof':>7s} "
-             f"{'x fp32':>7s} {'x bf16':>7s} {'RSS MB':>7s}  times (ms)"]
+             f"{'x fp32':>7s} {'x bf16':>7s} {'(max)':>6s} {'RSS MB':>7s}  times (ms)"]
     for name, r in result["models"].items():
         speed = r["speedup_vs_eager_fp32"]
         times = ", ".join(f"{k} {v:.0f}" for k, v in r["ms"].items())
         lines.append(f"{name:10s} {r['input']:>8s} {r['gflop_per_output_mp']:9.1f} {r['fp32_gflops']:9.1f} "
                      f"{r['fp32_roofline_fraction']:7.2f} {speed['fp32']:7.2f} {speed['bf16']:7.2f} "
-                     f"{r['peak_rss_mb']:7.0f}  {times}")
+                     f"{r['bf16_speedup_ceiling']:6.2f} {r['peak_rss_mb']:7.0f}  {times}")
     if "tiling" in result:
         t = result["tiling"]
         lines.append(f"tiling: x{t['scale']} of {t['input']} ({t['model']}, {t['precision']}, tile {t['tile']}): "

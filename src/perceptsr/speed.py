@@ -1,9 +1,12 @@
 """Fast inference for any generator: inference mode, channels-last, reduced precision, optional torch.compile.
 
-What each part buys on a 2-core AMX Xeon (measured by `perceptsr bench`; see benchmarks/inference.py):
+What each part buys (measured by `perceptsr bench`; see benchmarks/inference.py):
 - channels-last (NHWC) lets oneDNN use its direct convolution kernels instead of reordering every map.
-- bf16 autocast runs convolutions on the CPU's bf16 matrix units (AMX); adds, losses and interpolation stay in
-  the precision autocast chooses (fp32 where it matters). fp16/bf16 on CUDA the same way.
+- bf16 autocast runs convolutions on the CPU's bf16 units: AMX tiles (Intel Sapphire Rapids and later; bf16
+  convs ran 3-7x fp32 on the 2-core Xeon measured), or AVX512-BF16 alone (AMD Zen 4/5; ~2x); adds, losses and
+  interpolation stay in the precision autocast chooses (fp32 where it matters). fp16/bf16 on CUDA the same way.
+- huge pages for large tensors (set when perceptsr is imported, see perceptsr/__init__.py): fewer page faults
+  on the fresh output of every op.
 - perceptsr.fusion folds BatchNorm into the preceding conv and, on CPU, fuses into each conv what follows it
   (activation, residual add, pixel shuffle) and rewrites the narrow output convs.
 - `compile=True` (torch.compile with inductor weight freezing, on the fused copy) costs tens of seconds per model
