@@ -1,12 +1,10 @@
-"""Huge pages for large CPU tensors (PyTorch's THP_MEM_ALLOC_ENABLE, which perceptsr turns on unless it is
-set): off against on.
+"""What perceptsr's allocator settings (perceptsr/allocator.py) buy a forward: glibc keeping freed blocks up to
+32 MiB, PyTorch's huge pages for large tensors, both (perceptsr's default), neither.
 
-Fresh multi-MB tensors (every op of a forward makes some) cost a page fault per 4 KiB page; with 2 MiB pages
-there were 13-23x fewer here. PyTorch reads the setting once per process, so every measurement is a fresh child
-process; the settings alternate, `--runs` times each, and the medians are printed. Each child times (best of 3,
-after a warm-up) one forward of the paper SRResNet x4 and of RRDBNet x4 on a 128x128 input on the fast path in
-fp32 and bf16 (where native), and the same SRResNet forward eagerly in fp32 NCHW, and counts the page faults of
-one forward.
+Each setting is read once per process, so every measurement is a fresh child process; the settings alternate,
+`--runs` times each, and the medians are printed. Each child times (best of 3, after a warm-up) one forward of
+the paper SRResNet x4 and of RRDBNet x4 on a 128x128 input on the fast path in fp32 and bf16 (where native),
+and the same SRResNet forward eagerly in fp32 NCHW, and counts the page faults of one forward.
 
     python benchmarks/allocation.py [--runs 3] [--models srresnet,rrdb]
 """
@@ -20,7 +18,12 @@ import statistics
 import subprocess
 import sys
 
-SETTINGS = {"huge pages off": {"THP_MEM_ALLOC_ENABLE": "0"}, "on (perceptsr default)": {"THP_MEM_ALLOC_ENABLE": "1"}}
+SETTINGS = {  # name -> environment
+    "neither": {"PERCEPTSR_KEEP_FREED_MEMORY": "0", "THP_MEM_ALLOC_ENABLE": "0"},
+    "keep freed": {"PERCEPTSR_KEEP_FREED_MEMORY": "1", "THP_MEM_ALLOC_ENABLE": "0"},
+    "huge pages": {"PERCEPTSR_KEEP_FREED_MEMORY": "0", "THP_MEM_ALLOC_ENABLE": "1"},
+    "both (default)": {"PERCEPTSR_KEEP_FREED_MEMORY": "1", "THP_MEM_ALLOC_ENABLE": "1"},
+}
 
 CHILD = r"""
 import json, resource, sys, time, torch
@@ -71,7 +74,7 @@ def main() -> None:
     for _ in range(args.runs):
         for setting in SETTINGS:
             results[setting].append(child(setting, args.models))
-    default = "huge pages off"
+    default = "neither"
     print(f"{'median of ' + str(args.runs):32s}" + "".join(f"{s:>24s}" for s in SETTINGS))  # noqa: T201
     for name in results[default][0]:
         medians = {s: statistics.median(r[name] for r in results[s]) for s in SETTINGS}

@@ -17,6 +17,7 @@ import copy
 import json
 import logging
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -90,11 +91,15 @@ def test_bench_quick_json_follows_the_contract() -> None:
     assert 0 <= tiling["max_tile_diff"] < 1 / 255
 
 
-@pytest.mark.parametrize(("preset", "expected"), [(None, "1"), ("0", "0")])
-def test_importing_perceptsr_turns_on_huge_pages_unless_set(preset: str | None, expected: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    env.update({"PYTHONPATH": str(ROOT / "src")}, **({"THP_MEM_ALLOC_ENABLE": preset} if preset else {}))
-    code = "import os, perceptsr; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc setting is glibc's")
+@pytest.mark.parametrize(("preset", "expected"), [(None, "1 True"), ("0", "0 False")])
+def test_importing_perceptsr_sets_up_the_allocator_unless_told_not_to(preset: str | None, expected: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "PERCEPTSR_KEEP_FREED_MEMORY")}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    if preset is not None:
+        env.update(THP_MEM_ALLOC_ENABLE=preset, PERCEPTSR_KEEP_FREED_MEMORY=preset)
+    code = "import os, perceptsr; from perceptsr.allocator import keep_freed_memory; " \
+           "print(os.environ['THP_MEM_ALLOC_ENABLE'], keep_freed_memory())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.strip() == expected
 
@@ -247,6 +252,40 @@ def test_row_block_conv_equals_the_conv(kernel: int, out_channels: int, bias: bo
     rewritten = [type(m) for m in fuse_for_inference(wide, activations=True).modules()]
     if torch.backends.mkldnn.is_available():
         assert rewritten.count(RowBlockConv) == 1  # only the narrow conv; the 16->8 one is left
+
+
+def test_in_place_prelu_equals_prelu_and_only_replaces_a_prelu_nothing_else_reads() -> None:
+    from perceptsr.fusion import InPlacePReLU, fuse_for_inference
+
+    prelu = nn.PReLU(64)
+    prelu.weight.data.uniform_(-0.5, 1.5)  # slopes of both signs and above 1
+    x = torch.randn(2, 64, 131, 127).contiguous(memory_format=torch.channels_last)  # 8.5 MB: in 3 bands
+    assert x.numel() * 4 > 2 * InPlacePReLU.BAND_BYTES
+    expected = F.prelu(x, prelu.weight).detach()
+    with torch.inference_mode():
+        y = x.clone()
+        out = InPlacePReLU(prelu)(y)
+        assert out.data_ptr() == y.data_ptr()  # overwritten, not copied
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = InPlacePReLU(prelu)(x.bfloat16())
+    torch.testing.assert_close(half.float(), expected, rtol=0.01, atol=0.01)
+    x.requires_grad_(True)
+    assert InPlacePReLU(prelu)(x) is not x  # while autograd records: the plain prelu, input untouched
+
+    class Both(nn.Module):  # the second conv's output is read twice: its PReLU must not overwrite it
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.act_a, self.act_b = nn.PReLU(8), nn.PReLU(8)
+
+        def forward(self, x: Tensor) -> Tensor:
+            h = self.b(self.act_a(self.a(x)))
+            return self.act_b(h) + h
+
+    rewritten = fuse_for_inference(Both(), activations=True)
+    if torch.backends.mkldnn.is_available():
+        assert type(rewritten.act_a) is InPlacePReLU and type(rewritten.act_b) is nn.PReLU
 
 
 def test_auto_probe_refuses_a_model_that_bf16_breaks() -> None:

@@ -9,16 +9,11 @@ Images are float32 tensors N x 3 x H x W, RGB in [0,1], or paths to image files.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-# Huge pages for large CPU tensors. Every op of a forward allocates its output, megabytes each, and fresh memory
-# costs a page fault per 4 KiB page (~42,000 per forward of the paper SRResNet x4 on a 128x128 input); with
-# 2 MiB pages that dropped 13-23-fold, and forwards ran 1.02-1.17x faster (`python benchmarks/allocation.py`),
-# training steps 0.98-1.12x (benchmarks/training.py with THP_MEM_ALLOC_ENABLE=0 vs 1, 2 runs each). PyTorch
-# reads this once, at its first CPU allocation: so it holds when perceptsr is imported before any tensor is
-# made (the CLI, the benchmarks); THP_MEM_ALLOC_ENABLE=0 turns it off.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+from perceptsr import allocator
+
+allocator.configure()  # before torch makes any tensor: see perceptsr/allocator.py
 
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402

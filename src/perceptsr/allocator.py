@@ -1,0 +1,50 @@
+"""How CPU memory is allocated: freed feature maps are reused, not faulted in fresh on every forward.
+
+Every op of a forward allocates its output, megabytes each. Memory the kernel hands out fresh costs a page fault
+and zero-filling per page, and glibc's defaults give freed blocks back to the kernel (blocks above its adaptive
+mmap threshold, and a heap top above its trim threshold): the fast fp32 forward of the paper SRResNet x4
+(128x128 in) took ~26,000 page faults with them, 544 with the settings below. Two settings, made once when
+perceptsr is imported:
+- glibc: M_MMAP_THRESHOLD 32 MiB (its maximum) and M_TRIM_THRESHOLD 1 GiB, so blocks up to 32 MiB come from the
+  heap and stay there for reuse. The process keeps what it freed, up to its peak; peak memory is unchanged.
+  PERCEPTSR_KEEP_FREED_MEMORY=0 leaves malloc alone; other C libraries have no such knobs and are left alone.
+- PyTorch: huge pages for tensors of 2 MiB and more (THP_MEM_ALLOC_ENABLE=1, unless it is already set), so
+  the blocks over 32 MiB, which glibc always maps anew, fault in 2 MiB at a time. PyTorch reads this once, at
+  its first CPU allocation, so it holds when perceptsr is imported before any tensor is made (the CLI, the
+  benchmarks); THP_MEM_ALLOC_ENABLE=0 turns it off.
+Huge pages alone make every block of 2 MiB and more a fresh mapping (PyTorch asks glibc for 2 MiB alignment,
+which glibc serves with mmap), so the two go together. `python benchmarks/allocation.py` measures each.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+KEEP_FREED_ENV = "PERCEPTSR_KEEP_FREED_MEMORY"
+HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (glibc malloc.h)
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc malloc to keep freed blocks up to MMAP_THRESHOLD for reuse. True if it took effect."""
+    if os.environ.get(KEEP_FREED_ENV, "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+
+
+def configure() -> None:
+    """Both settings of the module docstring (called when perceptsr is imported)."""
+    os.environ.setdefault(HUGE_PAGES_ENV, "1")
+    log.debug("malloc keeps freed memory: %s", keep_freed_memory())
