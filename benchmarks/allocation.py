@@ -26,6 +26,8 @@ SETTINGS = {  # name -> environment
 }
 
 CHILD = r"""
+from perceptsr import allocator
+allocator.configure()  # reads the environment this child was given
 import json, resource, sys, time, torch
 from perceptsr.bench import build_arch, example_input
 from perceptsr.speed import native_reduced_precision, prepare

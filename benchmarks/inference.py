@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from perceptsr import allocator  # noqa: E402
 from perceptsr.bench import format_table, run_bench  # noqa: E402
 
 ROOFLINE_GOAL = 0.8  # fp32 fraction of the fp32 roofline, for srresnet and rrdb
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",")] if args.models else None
+    allocator.configure()  # as `perceptsr bench` does
     result = run_bench(quick=args.quick, models=models, compile=args.compile)
     rows = goals(result, set5_drops(args.set5))
     if args.json:

@@ -93,15 +93,27 @@ def test_bench_quick_json_follows_the_contract() -> None:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc setting is glibc's")
 @pytest.mark.parametrize(("preset", "expected"), [(None, "1 True"), ("0", "0 False")])
-def test_importing_perceptsr_sets_up_the_allocator_unless_told_not_to(preset: str | None, expected: str) -> None:
+def test_allocator_configure_sets_both_unless_told_not_to(preset: str | None, expected: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "PERCEPTSR_KEEP_FREED_MEMORY")}
     env["PYTHONPATH"] = str(ROOT / "src")
     if preset is not None:
         env.update(THP_MEM_ALLOC_ENABLE=preset, PERCEPTSR_KEEP_FREED_MEMORY=preset)
-    code = "import os, perceptsr; from perceptsr.allocator import keep_freed_memory; " \
-           "print(os.environ['THP_MEM_ALLOC_ENABLE'], keep_freed_memory())"
+    code = "import os; from perceptsr import allocator; allocator.configure(); " \
+           "print(os.environ['THP_MEM_ALLOC_ENABLE'], allocator.keep_freed_memory())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.strip() == expected
+
+
+def test_cli_sets_up_the_allocator_for_inference_commands_only(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    from perceptsr import allocator, cli
+
+    calls: list[str] = []
+    monkeypatch.setattr(allocator, "configure", lambda: calls.append("configured"))
+    assert cli.main(["upscale", str(tmp_path / "missing.png"), "-o", str(tmp_path / "out")]) == 2
+    assert calls == ["configured"]
+    assert cli.main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert calls == ["configured"]  # training keeps the allocator's defaults
 
 
 def test_auto_picks_fp32_where_bf16_is_not_native(monkeypatch: pytest.MonkeyPatch) -> None:

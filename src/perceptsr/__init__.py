@@ -11,14 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from perceptsr import allocator
+import torch
+from torch import Tensor, nn
 
-allocator.configure()  # before torch makes any tensor: see perceptsr/allocator.py
-
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from perceptsr.models import load_model  # noqa: E402
+from perceptsr.models import load_model
 
 __all__ = ["degrade", "load_model", "upscale"]
 __version__ = "0.1.0"

@@ -3,15 +3,16 @@
 Every op of a forward allocates its output, megabytes each. Memory the kernel hands out fresh costs a page fault
 and zero-filling per page, and glibc's defaults give freed blocks back to the kernel (blocks above its adaptive
 mmap threshold, and a heap top above its trim threshold): the fast fp32 forward of the paper SRResNet x4
-(128x128 in) took ~26,000 page faults with them, 544 with the settings below. Two settings, made once when
-perceptsr is imported:
+(128x128 in) took ~26,000 page faults with them, 544 with the settings below. Two settings, for processes
+that run models forward only: the CLI's inference commands call `configure()` before any tensor exists, and a
+script can call it first thing. `train` does not: with them, training steps of `python benchmarks/training.py`
+ran 0.80-1.02x as fast (bf16 0.80-0.81x; two runs each).
 - glibc: M_MMAP_THRESHOLD 32 MiB (its maximum) and M_TRIM_THRESHOLD 1 GiB, so blocks up to 32 MiB come from the
   heap and stay there for reuse. The process keeps what it freed, up to its peak; peak memory is unchanged.
   PERCEPTSR_KEEP_FREED_MEMORY=0 leaves malloc alone; other C libraries have no such knobs and are left alone.
 - PyTorch: huge pages for tensors of 2 MiB and more (THP_MEM_ALLOC_ENABLE=1, unless it is already set), so
   the blocks over 32 MiB, which glibc always maps anew, fault in 2 MiB at a time. PyTorch reads this once, at
-  its first CPU allocation, so it holds when perceptsr is imported before any tensor is made (the CLI, the
-  benchmarks); THP_MEM_ALLOC_ENABLE=0 turns it off.
+  its first CPU allocation: set later, it does nothing. THP_MEM_ALLOC_ENABLE=0 turns it off.
 Huge pages alone make every block of 2 MiB and more a fresh mapping (PyTorch asks glibc for 2 MiB alignment,
 which glibc serves with mmap), so the two go together. `python benchmarks/allocation.py` measures each.
 """
@@ -45,6 +46,6 @@ def keep_freed_memory() -> bool:
 
 
 def configure() -> None:
-    """Both settings of the module docstring (called when perceptsr is imported)."""
+    """Both settings of the module docstring; call before the process makes its first tensor."""
     os.environ.setdefault(HUGE_PAGES_ENV, "1")
     log.debug("malloc keeps freed memory: %s", keep_freed_memory())

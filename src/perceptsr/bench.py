@@ -326,4 +326,7 @@ def _child_main(job: dict) -> dict:
 
 
 if __name__ == "__main__":
+    from perceptsr import allocator
+
+    allocator.configure()  # as in the parent (`perceptsr bench`), before this process makes a tensor
     print(json.dumps(_child_main(json.loads(sys.argv[1]))))  # noqa: T201

@@ -17,6 +17,9 @@ from perceptsr.errors import InputError, PerceptsrError
 
 log = logging.getLogger("perceptsr")
 
+# Commands that run models forward only: they get the inference allocator settings (perceptsr/allocator.py).
+INFERENCE_COMMANDS = frozenset({"upscale", "eval", "demo", "segment", "report", "sweep", "bench"})
+
 
 def _scale(text: str) -> int:
     try:
@@ -212,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="perceptsr: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in INFERENCE_COMMANDS:
+        from perceptsr import allocator
+
+        allocator.configure()
     try:
         return args.func(args)
     except PerceptsrError as error:
