@@ -54,8 +54,9 @@ def goals(result: dict, drops: dict[str, dict[str, float]]) -> list[tuple[str, s
             fraction = models[name]["fp32_roofline_fraction"]
             rows.append((f"{name} fp32 >= {ROOFLINE_GOAL} of roofline", f"{fraction:.2f}", fraction >= ROOFLINE_GOAL))
     for name, r in models.items():
-        speedup = r["speedup_vs_eager_fp32"]["bf16"]
-        rows.append((f"{name} bf16 >= {BF16_GOAL:.0f}x eager fp32", f"{speedup:.2f}x", speedup >= BF16_GOAL))
+        speedup, ceiling = r["speedup_vs_eager_fp32"]["bf16"], r["bf16_speedup_ceiling"]
+        rows.append((f"{name} bf16 >= {BF16_GOAL:.0f}x eager fp32", f"{speedup:.2f}x (ceiling here {ceiling:.2f}x)",
+                     speedup >= BF16_GOAL))
     for name, d in drops.items():
         rows.append((f"{name} Set5 Y-PSNR drop < {DROP_GOAL} dB", f"{d['drop']:.4f} dB (fp32 {d['fp32']:.3f})",
                      d["drop"] < DROP_GOAL))

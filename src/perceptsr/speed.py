@@ -5,8 +5,8 @@ What each part buys (measured by `perceptsr bench`; see benchmarks/inference.py)
 - bf16 autocast runs convolutions on the CPU's bf16 units: AMX tiles (Intel Sapphire Rapids and later; bf16
   convs ran 3-7x fp32 on the 2-core Xeon measured), or AVX512-BF16 alone (AMD Zen 4/5; ~2x); adds, losses and
   interpolation stay in the precision autocast chooses (fp32 where it matters). fp16/bf16 on CUDA the same way.
-- the allocator settings made when perceptsr is imported (perceptsr/allocator.py): freed maps are reused and
-  the largest come in huge pages, so the output of every op costs few page faults.
+- the allocator settings the CLI's inference commands make first (perceptsr/allocator.py): freed maps are
+  reused and the largest come in huge pages, so the output of every op costs few page faults.
 - perceptsr.fusion folds BatchNorm into the preceding conv and, on CPU, fuses into each conv what follows it
   (activation, residual add, pixel shuffle) and rewrites the narrow output convs.
 - `compile=True` (torch.compile with inductor weight freezing, on the fused copy) costs tens of seconds per model
