@@ -70,6 +70,20 @@ def test_shapes_and_constant_t_equivalence(scale: int) -> None:
         model(lr, t=torch.zeros(2, 1, 3, 3))
 
 
+def test_uniform_t_runs_on_one_pixel_and_matches_the_full_map() -> None:
+    model = tiny_fxsr()
+    lr = torch.rand(2, 3, 9, 11)
+    varied = torch.rand(1, 1, 9, 11)
+    assert model.t_map(lr, 0.3).shape == (2, 1, 1, 1)
+    assert model.t_map(lr, torch.full((2, 1, 9, 11), 0.3)).shape == (2, 1, 1, 1)
+    assert model.t_map(lr, torch.cat([torch.full((1, 1, 9, 11), 0.3), varied])).shape == (2, 1, 9, 11)
+    with torch.no_grad():
+        # sample 0 has a uniform t, but sample 1 does not, so the batch takes the full-map path
+        full = model(lr, t=torch.cat([torch.full((1, 1, 9, 11), 0.3), varied]))
+        shortcut = model(lr[:1], t=0.3)
+    torch.testing.assert_close(shortcut, full[:1], rtol=0, atol=1e-6)
+
+
 def test_t_map_acts_locally() -> None:
     model = tiny_fxsr()
     lr = torch.rand(1, 3, 12, 64)
@@ -90,6 +104,11 @@ def test_tiled_t_map_equals_untiled() -> None:
         whole = model(lr, t=t_map)
     tiled = tiled_forward(model, lr, scale=4, tile=48, overlap=20, conditions={"t": t_map})
     torch.testing.assert_close(tiled, whole, rtol=0, atol=2e-5)
+    with torch.no_grad():
+        uniform = model(lr, t=0.3)
+    for t in (0.3, torch.tensor(0.3)):  # a scalar t goes to every tile as it is
+        tiled = tiled_forward(model, lr, scale=4, tile=48, overlap=20, conditions={"t": t})
+        torch.testing.assert_close(tiled, uniform, rtol=0, atol=2e-5)
 
 
 def test_t_condition_constant_default_and_errors(tmp_path: Path) -> None:

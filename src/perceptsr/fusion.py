@@ -126,6 +126,10 @@ class FusedConv(nn.Module):
                 other = other.contiguous(memory_format=torch.channels_last)
                 y = torch.ops.mkldnn._convolution_pointwise.binary(
                     x.to(dtype), other, weight, bias, *args, "add", None, None if attr == "none" else attr, scalars, "")
+        if y.dim() == 4 and not y.is_contiguous(memory_format=torch.channels_last):
+            # a conv on a 1-channel map (FxSR's t, through cond_net) returns NCHW; every conv reading this map
+            # would reorder it again (FxSR: 690 SFT convs per forward)
+            y = y.contiguous(memory_format=torch.channels_last)
         return self._unshuffle_channels(y) if self.shuffle > 1 and self.unshuffle else y
 
     def extra_repr(self) -> str:

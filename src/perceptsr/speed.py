@@ -91,8 +91,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def _channels_last(x: Tensor) -> Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+def _channels_last(x: Tensor | float) -> Tensor | float:
+    """A 4-d map in channels-last; anything else (a 0-d tensor, a float condition such as FxSR's t) as it is."""
+    return x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.dim() == 4 else x
 
 
 def _center_crop(lr: Tensor, conditions: dict[str, Tensor], size: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -102,7 +103,7 @@ def _center_crop(lr: Tensor, conditions: dict[str, Tensor], size: int) -> tuple[
     bottom, right = min(height, top + size), min(width, left + size)
     crops = {}
     for name, value in conditions.items():
-        k = value.shape[-2] // height if value.dim() == 4 else 0
+        k = value.shape[-2] // height if isinstance(value, Tensor) and value.dim() == 4 else 0
         crops[name] = value[..., top * k:bottom * k, left * k:right * k] if k >= 1 else value
     return lr[..., top:bottom, left:right], crops
 

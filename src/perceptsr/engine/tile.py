@@ -42,7 +42,8 @@ def tiled_forward(model: Callable[..., Tensor], lr: Tensor, *, scale: int, tile:
     """Upscale lr (N,3,h,w) by `scale` with `model(lr_tile, **condition_tiles)`, tile by tile.
 
     Each condition is (N,C,k*h,k*w) for an integer k >= 1 (k=1: LR-size like FxSR's t, k=scale: HR-size
-    like SFTGAN's segmentation) and is cut at the tile's coordinates times k. tile=None or tile >= the image:
+    like SFTGAN's segmentation) and is cut at the tile's coordinates times k; a scalar one (a float or 0-d
+    tensor, like FxSR's t = 0.5) goes to every tile as it is. tile=None or tile >= the image:
     one call. Tiles go to `device` (default lr.device); the result (N,C,scale*h,scale*w) float32 is on the
     CPU, or is `out` when given (it is overwritten). Runs under torch.inference_mode().
     """
@@ -52,7 +53,8 @@ def tiled_forward(model: Callable[..., Tensor], lr: Tensor, *, scale: int, tile:
     batch, _, height, width = lr.shape
     device = torch.device(device) if device is not None else lr.device
     conditions = dict(conditions or {})
-    factors = {name: _condition_factor(name, value, lr) for name, value in conditions.items()}
+    factors = {name: _condition_factor(name, value, lr) for name, value in conditions.items()
+               if isinstance(value, Tensor) and value.dim() > 0}
     rows, row_weights = _layout(height, tile, overlap, scale)
     cols, col_weights = _layout(width, tile, overlap, scale)
     bar = tqdm(total=len(rows) * len(cols), disable=not progress, unit="tile", desc="tiles", leave=False)
@@ -63,7 +65,7 @@ def tiled_forward(model: Callable[..., Tensor], lr: Tensor, *, scale: int, tile:
                 lr_tile = lr[:, :, y0:y1, x0:x1].to(device)
                 cond_tiles = {name: value[:, :, y0 * factors[name]:y1 * factors[name],
                                           x0 * factors[name]:x1 * factors[name]].to(device)
-                              for name, value in conditions.items()}
+                              if name in factors else value for name, value in conditions.items()}
                 sr = model(lr_tile, **cond_tiles)
                 expected = (batch, (y1 - y0) * scale, (x1 - x0) * scale)
                 if sr.dim() != 4 or (sr.shape[0], *sr.shape[2:]) != expected:
