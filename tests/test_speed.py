@@ -300,6 +300,26 @@ def test_in_place_prelu_equals_prelu_and_only_replaces_a_prelu_nothing_else_read
         assert type(rewritten.act_a) is InPlacePReLU and type(rewritten.act_b) is nn.PReLU
 
 
+def test_fused_conv_returns_channels_last_even_from_a_one_channel_map() -> None:
+    from perceptsr.fusion import FusedConv
+
+    conv = nn.Conv2d(1, 8, 1)
+    x = torch.rand(1, 1, 9, 7)  # 1 channel: NCHW and channels-last at once, and oneDNN answers NCHW
+    with torch.inference_mode():
+        out = FusedConv(conv, activation=("leaky_relu", 0.1))(x)
+        torch.testing.assert_close(out, F.leaky_relu(conv(x), 0.1), rtol=0, atol=1e-6)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fast_path_takes_a_float_condition() -> None:
+    model = build_arch("fxsr", tiny=True)
+    lr = torch.rand(1, 3, 20, 17)
+    with torch.no_grad():
+        expected = model(lr, t=0.4)
+    for precision in ("fp32", "auto"):
+        torch.testing.assert_close(speed.prepare(model, precision=precision)(lr, t=0.4), expected, rtol=0, atol=2e-3)
+
+
 def test_auto_probe_refuses_a_model_that_bf16_breaks() -> None:
     lr = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

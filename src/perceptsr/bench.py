@@ -7,7 +7,8 @@ Per architecture of `archs.ARCHS` (parameter-free ones like bicubic are skipped)
 - FLOPs per output megapixel (torch.utils.flop_counter); GFLOP/s of the best fp32 path, its roofline fraction;
 - each inference path's speed-up over plain eager fp32 NCHW (no_grad, as the reference toolboxes run), and
   its ceiling for bf16: the speed-up of a bf16 forward that ran all its FLOPs at the bf16 roofline. How high
-  that is depends on the CPU (bf16 convs ran 3-7x fp32 on a 2-core AMX Xeon, ~2x on an AVX512-BF16 EPYC).
+  that is depends on the CPU (roofline bf16 614-1,550 vs fp32 194-233 GFLOP/s on a 2-core AMX Xeon, 985-1,014 vs
+  498-508 on a 2-core AVX512-BF16 EPYC).
 Input size: the largest of `sides` whose eager forward is expected within the time budget (an RRDB at
 128x128 takes minutes on 2 busy cores), so big models fall back to smaller inputs; the size used is reported.
 Peak memory (VmHWM of a fresh interpreter) comes from child processes started after all timing: one per

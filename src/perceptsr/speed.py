@@ -2,9 +2,10 @@
 
 What each part buys (measured by `perceptsr bench`; see benchmarks/inference.py):
 - channels-last (NHWC) lets oneDNN use its direct convolution kernels instead of reordering every map.
-- bf16 autocast runs convolutions on the CPU's bf16 units: AMX tiles (Intel Sapphire Rapids and later; bf16
-  convs ran 3-7x fp32 on the 2-core Xeon measured), or AVX512-BF16 alone (AMD Zen 4/5; ~2x); adds, losses and
-  interpolation stay in the precision autocast chooses (fp32 where it matters). fp16/bf16 on CUDA the same way.
+- bf16 autocast runs convolutions on the CPU's bf16 units: AMX tiles (Intel Sapphire Rapids and later; the
+  bench's roofline conv ran 614-1,550 GFLOP/s bf16 vs 194-233 fp32 on a 2-core Xeon), or AVX512-BF16 alone
+  (AMD Zen 4/5; 985-1,014 vs 498-508 on a 2-core EPYC); adds, losses and interpolation stay in the precision
+  autocast chooses (fp32 where it matters). fp16/bf16 on CUDA the same way.
 - the allocator settings the CLI's inference commands make first (perceptsr/allocator.py): freed maps are
   reused and the largest come in huge pages, so the output of every op costs few page faults.
 - perceptsr.fusion folds BatchNorm into the preceding conv and, on CPU, fuses into each conv what follows it
