@@ -1,4 +1,4 @@
-"""What perceptsr's allocator settings (perceptsr/allocator.py) buy a forward: glibc keeping freed blocks up to
+"""What perceptsr's allocator settings (perceptsr/inference/allocator.py) buy a forward: glibc keeping freed blocks up to
 32 MiB, PyTorch's huge pages for large tensors, both (perceptsr's default), neither.
 
 Each setting is read once per process, so every measurement is a fresh child process; the settings alternate,
@@ -26,11 +26,11 @@ SETTINGS = {  # name -> environment
 }
 
 CHILD = r"""
-from perceptsr import allocator
+from perceptsr.inference import allocator
 allocator.configure()  # reads the environment this child was given
 import json, resource, sys, time, torch
-from perceptsr.bench import build_arch, example_input
-from perceptsr.speed import native_reduced_precision, prepare
+from perceptsr.inference.bench import build_arch, example_input
+from perceptsr.inference.fast import native_reduced_precision, prepare
 
 def best(function, rounds=3):
     function()

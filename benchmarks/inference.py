@@ -2,7 +2,7 @@
 
 python benchmarks/inference.py [--models a,b] [--compile] [--quick] [--set5 DIR] [--json]
 
-Runs perceptsr.bench.run_bench (roofline, per-architecture rates and speed-ups, peak RSS, 64-MP tiling) and,
+Runs perceptsr.inference.bench.run_bench (roofline, per-architecture rates and speed-ups, peak RSS, 64-MP tiling) and,
 for every bundled model installed, the Y-PSNR of fp32 and bf16 on Set5; then prints each goal with its
 measured figure. Exit code 1 when a goal is missed (figures are noisy on a shared machine: the ratios within
 one run are what count).
@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from perceptsr import allocator  # noqa: E402
-from perceptsr.bench import format_table, run_bench  # noqa: E402
+from perceptsr.inference import allocator  # noqa: E402
+from perceptsr.inference.bench import format_table, run_bench  # noqa: E402
 
 ROOFLINE_GOAL = 0.8  # fp32 fraction of the fp32 roofline, for srresnet and rrdb
 BF16_GOAL = 6.0  # bf16 speed-up over eager fp32 NCHW
@@ -30,9 +30,9 @@ TILE_GOAL = 1 / 255
 
 def set5_drops(set5: Path) -> dict[str, dict[str, float]]:
     """fp32 and bf16 Y-PSNR (crop = scale) on Set5 of every bundled model present."""
-    from perceptsr.engine.evaluate import evaluate
-    from perceptsr.models import BUNDLED, bundled_path, load_model
-    from perceptsr.speed import prepare
+    from perceptsr.evaluation.evaluate import evaluate
+    from perceptsr.zoo.models import BUNDLED, bundled_path, load_model
+    from perceptsr.inference.fast import prepare
 
     out = {}
     for name in BUNDLED:

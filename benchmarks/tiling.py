@@ -34,7 +34,7 @@ class Bicubic(nn.Module):
     """MATLAB bicubic upscaling as a model (the project's own will live in perceptsr.archs)."""
 
     def forward(self, lr: Tensor) -> Tensor:
-        from perceptsr.resize import imresize
+        from perceptsr.data.resize import imresize
 
         return imresize(lr, SCALE)
 
@@ -59,7 +59,7 @@ def peak_rss() -> int:
 
 def run_case(case: str, size: int, tile: int, overlap: int, full_check: bool) -> dict:
     """Runs in the child process: one tiled upscale, then the exactness check."""
-    from perceptsr.engine.tile import _spans, tiled_forward
+    from perceptsr.inference.tile import _spans, tiled_forward
 
     torch.set_num_threads(2)
     torch.manual_seed(0)

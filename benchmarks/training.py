@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from perceptsr.bench import machine  # noqa: E402
+from perceptsr.inference.bench import machine  # noqa: E402
 from perceptsr.engine import train as train_module  # noqa: E402
 from perceptsr.engine.setup import parse_train_config  # noqa: E402
 

@@ -17,7 +17,7 @@ from perceptsr.archs.discriminators import (
 from perceptsr.archs.srresnet import SRResNet, SRResNetConfig
 from perceptsr.config import from_dict, to_dict
 from perceptsr.errors import ConfigError, InputError
-from perceptsr.release import load_release, read_release, save_release
+from perceptsr.zoo.release import load_release, read_release, save_release
 
 CASES = [(name, scale) for name, spec in ARCHS.items() for scale in spec.scales]
 

@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 import perceptsr
-from perceptsr.cli import main
-from perceptsr.io import read_image, write_image, write_png16
+from perceptsr.cli.main import main
+from perceptsr.io.images import read_image, write_image, write_png16
 from perceptsr.metrics import psnr
-from perceptsr.resize import degrade, imresize
+from perceptsr.data.resize import degrade, imresize
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -219,7 +219,7 @@ def test_wrong_scale_for_a_model_is_an_error(tmp_path: Path, capsys: pytest.Capt
 
 @pytest.mark.parametrize("command", ["eval", "report"])
 def test_repeated_and_listed_data_folders_all_count(command: str) -> None:
-    from perceptsr.cli import build_parser
+    from perceptsr.cli.main import build_parser
 
     extra = ["-o", "out"] if command == "report" else []
     args = build_parser().parse_args([command, "--model", "bicubic", "--data", "a", "b", "--data", "c",

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
-from perceptsr.color import bgr_to_y_numpy, rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
+from perceptsr.io.color import bgr_to_y_numpy, rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
 from perceptsr.errors import InputError
 
 IMAGES = ["rand_37x53", "grad_64x48", "astronaut_60x76"]

@@ -17,7 +17,7 @@ from perceptsr.convert import (
     read_checkpoint,
 )
 from perceptsr.errors import CheckpointError, InputError
-from perceptsr.release import load_release, read_release
+from perceptsr.zoo.release import load_release, read_release
 
 
 def randomized(module: nn.Module, seed: int = 0) -> nn.Module:

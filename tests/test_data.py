@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-import perceptsr.data as data
-from perceptsr.data import (
+import perceptsr.data.datasets as data
+from perceptsr.data.datasets import (
     DataConfig,
     TrainBatchSampler,
     TrainDataset,
@@ -21,8 +21,8 @@ from perceptsr.data import (
     make_train_loader,
 )
 from perceptsr.errors import ConfigError, InputError
-from perceptsr.io import read_image
-from perceptsr.resize import degrade, modcrop
+from perceptsr.io.images import read_image
+from perceptsr.data.resize import degrade, modcrop
 
 
 def write_pngs(folder: Path, sizes: list[tuple[int, int]], *, seed: int = 0, mode: str = "RGB") -> Path:
@@ -129,7 +129,7 @@ def test_small_images_are_skipped_and_none_usable_is_an_error(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = write_pngs(tmp_path / "mixed", [(20, 30), (10, 40), (17, 17)])
-    with caplog.at_level(logging.WARNING, logger="perceptsr.data"):
+    with caplog.at_level(logging.WARNING, logger="perceptsr.data.datasets"):
         ds = make_dataset(folder, patch_size=16)
     # 17x17 mod-crops to 16x16, which still holds a 16 patch; 10x40 does not
     assert [p.name for p in ds.paths] == ["im0.png", "im2.png"] and len(ds) == 2 and len(ds.lr_images) == 2

@@ -12,12 +12,12 @@ from PIL import Image
 from torch import Tensor, nn
 
 from perceptsr.archs.bicubic import Bicubic, BicubicConfig
-from perceptsr.data import ValDataset
-from perceptsr.engine.evaluate import evaluate, evaluate_items
+from perceptsr.data.datasets import ValDataset
+from perceptsr.evaluation.evaluate import evaluate, evaluate_items
 from perceptsr.errors import InputError
-from perceptsr.io import read_image
+from perceptsr.io.images import read_image
 from perceptsr.metrics import niqe, psnr
-from perceptsr.resize import imresize
+from perceptsr.data.resize import imresize
 
 
 def write_pngs(folder: Path, sizes: list[tuple[int, int]], *, mode: str = "RGB", seed: int = 0) -> Path:

@@ -1,4 +1,4 @@
-"""perceptsr.io: every format round-trips, every bad file is one InputError line, writes are atomic."""
+"""perceptsr.io.images: every format round-trips, every bad file is one InputError line, writes are atomic."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from perceptsr import io as pio
+from perceptsr.io import images as pio
 from perceptsr.errors import InputError
-from perceptsr.io import (
+from perceptsr.io.images import (
     atomic_output,
     list_images,
     read_image,
@@ -438,7 +438,7 @@ def test_list_images_errors(tmp_path: Path) -> None:
 
 
 def test_upscale_alpha() -> None:
-    pytest.importorskip("perceptsr.resize")
+    pytest.importorskip("perceptsr.data.resize")
     alpha = torch.zeros(1, 1, 6, 8)
     alpha[..., 3:, :] = 1  # a hard edge: bicubic overshoots it, the result must not
     up = upscale_alpha(alpha, 4)

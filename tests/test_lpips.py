@@ -19,7 +19,7 @@ from torch import Tensor
 from perceptsr.errors import CheckpointError, InputError
 from perceptsr.metrics import lpips as lp
 from perceptsr.metrics.lpips import LPIPS, LPIPS_NETS, load_lpips, load_lpips_state, lpips_distance
-from perceptsr.weights import read_tensor_file
+from perceptsr.zoo.weights import read_tensor_file
 
 
 @pytest.fixture(autouse=True)

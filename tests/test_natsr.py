@@ -20,7 +20,7 @@ from perceptsr.engine.train import Trainer
 from perceptsr.errors import CheckpointError, ConfigError, InputError
 from perceptsr.methods.base import Batch
 from perceptsr.methods.natsr import NatSR, NatSRConfig
-from perceptsr.natsr_data import TexturedDataset, blur_blend, inject_dct_noise, interpolated_lr, texture_stats
+from perceptsr.data.nmd import TexturedDataset, blur_blend, inject_dct_noise, interpolated_lr, texture_stats
 
 SMALL_D = NatSRDiscriminatorConfig(num_feat=2)
 
@@ -228,7 +228,7 @@ def test_nmd_batches_and_config_checks(hr_folder: Path) -> None:
     config = parse_train_config(tiny(hr_folder, nmd=1)).model
     method = NatSR(config)
     hr = torch.rand(8, 3, 32, 32)
-    from perceptsr.resize import degrade
+    from perceptsr.data.resize import degrade
 
     batch = method.prepare(Batch(degrade(hr, 4), hr), "nmd", torch.Generator().manual_seed(0))
     images, labels = batch.extras["nmd_input"], batch.extras["nmd_label"]
@@ -376,8 +376,8 @@ def test_tf_prefix_needs_tensorflow(tmp_path: Path) -> None:
 
 def test_bundled_natsr_x4_is_more_natural_than_the_psnr_model(shared: callable) -> None:
     """The issue's target on BSD100's first 10 images: NIQE clearly below srresnet-x4, Y-PSNR within 1.5 dB."""
-    from perceptsr.engine.evaluate import evaluate
-    from perceptsr.models import bundled_path, load_model
+    from perceptsr.evaluation.evaluate import evaluate
+    from perceptsr.zoo.models import bundled_path, load_model
 
     bsd100 = shared("data/BSD100")
     if bundled_path("natsr-x4") is None or bundled_path("srresnet-x4") is None:

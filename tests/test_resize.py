@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
 from perceptsr.errors import InputError
-from perceptsr.resize import degrade, imresize, modcrop
+from perceptsr.data.resize import degrade, imresize, modcrop
 
 ATOL = 1e-6  # fixtures/README.md §2
 

@@ -14,20 +14,20 @@ import torch
 from PIL import Image
 
 from perceptsr.archs import ARCHS, PRIORS
-from perceptsr.archs.segmentation import CAFFE_MEAN_BGR, OutdoorSceneSeg
+from perceptsr.archs.outdoorseg import CAFFE_MEAN_BGR, OutdoorSceneSeg
 from perceptsr.archs.sftgan import ACDConfig, ACDDiscriminator, SFTNet, SFTNetConfig
 from perceptsr.archs.srresnet import SRResNet, SRResNetConfig
-from perceptsr.cli import main
+from perceptsr.cli.main import main
 from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
 from perceptsr.engine.setup import build_method, parse_train_config
 from perceptsr.engine.train import Trainer
 from perceptsr.errors import CheckpointError, ConfigError, InputError
-from perceptsr.io import read_image, write_image
+from perceptsr.io.images import read_image, write_image
 from perceptsr.methods.sftgan import SegTrainDataset, image_label, init_from_srresnet, is_sft
-from perceptsr.models import load_model
-from perceptsr.release import save_release
-from perceptsr.resize import degrade
-from perceptsr.segmentation import CLASS_COLORS, read_mapping, seg_condition, segment_image
+from perceptsr.zoo.models import load_model
+from perceptsr.zoo.release import save_release
+from perceptsr.data.resize import degrade
+from perceptsr.conditions.seg import CLASS_COLORS, read_mapping, seg_condition, segment_image
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}

@@ -1,4 +1,4 @@
-"""Fast inference paths (perceptsr.speed) and `perceptsr bench`.
+"""Fast inference paths (perceptsr.inference.fast) and `perceptsr bench`.
 
 About the Set5 quality check (the issue's bar: bf16 may cost at most 0.05 dB of Y-PSNR against HR). The drop
 in dB is 10*log10(1 + d/m): d the mean square bf16-vs-fp32 difference, m the model's own error. It only means
@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from perceptsr import speed
+from perceptsr.inference import fast as speed
 from perceptsr.archs import ARCHS
-from perceptsr.bench import build_arch, example_input
-from perceptsr.models import BUNDLED, bundled_path, load_model
+from perceptsr.inference.bench import build_arch, example_input
+from perceptsr.zoo.models import BUNDLED, bundled_path, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_DROP_DB = 0.05
@@ -98,7 +98,7 @@ def test_allocator_configure_sets_both_unless_told_not_to(preset: str | None, ex
     env["PYTHONPATH"] = str(ROOT / "src")
     if preset is not None:
         env.update(THP_MEM_ALLOC_ENABLE=preset, PERCEPTSR_KEEP_FREED_MEMORY=preset)
-    code = "import os; from perceptsr import allocator; allocator.configure(); " \
+    code = "import os; from perceptsr.inference import allocator; allocator.configure(); " \
            "print(os.environ['THP_MEM_ALLOC_ENABLE'], allocator.keep_freed_memory())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.strip() == expected
@@ -106,7 +106,8 @@ def test_allocator_configure_sets_both_unless_told_not_to(preset: str | None, ex
 
 def test_cli_sets_up_the_allocator_for_inference_commands_only(monkeypatch: pytest.MonkeyPatch,
                                                                tmp_path: Path) -> None:
-    from perceptsr import allocator, cli
+    from perceptsr.cli import main as cli
+    from perceptsr.inference import allocator
 
     calls: list[str] = []
     monkeypatch.setattr(allocator, "configure", lambda: calls.append("configured"))
@@ -142,7 +143,7 @@ def test_nan_in_reduced_precision_falls_back_to_fp32(caplog: pytest.LogCaptureFi
     with torch.no_grad():
         expected = model(lr)
     fast = speed.prepare(model, precision="bf16")
-    with caplog.at_level(logging.WARNING, logger="perceptsr.speed"):
+    with caplog.at_level(logging.WARNING, logger="perceptsr.inference.fast"):
         out = fast(lr)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
@@ -165,7 +166,7 @@ def test_fp32_fast_path_equals_eager(arch: str) -> None:
     fast = speed.prepare(copy.deepcopy(eager), precision="fp32")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.model.modules())
     if torch.backends.mkldnn.is_available():  # the network traced, so the CPU rewrites happened
-        from perceptsr.fusion import FusedConv
+        from perceptsr.inference.fusion import FusedConv
 
         assert any(isinstance(m, FusedConv) for m in fast.model.modules())
     out = fast(lr, **conditions)
@@ -177,7 +178,7 @@ def test_fp32_fast_path_equals_eager(arch: str) -> None:
 
 
 def test_fusion_folds_bn_and_fuses_what_follows_convs() -> None:
-    from perceptsr.fusion import FusedConv
+    from perceptsr.inference.fusion import FusedConv
 
     msrresnet = speed.prepare(build_arch("msrresnet", tiny=True), precision="fp32").model
     fused = {name: m for name, m in msrresnet.named_modules() if isinstance(m, FusedConv)}
@@ -199,7 +200,7 @@ def test_fusion_folds_bn_and_fuses_what_follows_convs() -> None:
 
 @pytest.mark.parametrize("shuffle, activation", [(2, None), (2, ("leaky_relu", 0.2)), (3, ("relu", 0.0))])
 def test_fused_conv_equals_the_ops_it_replaces(shuffle: int, activation: tuple[str, float] | None) -> None:
-    from perceptsr.fusion import FusedConv
+    from perceptsr.inference.fusion import FusedConv
 
     generator = torch.Generator().manual_seed(shuffle)
     conv = nn.Conv2d(8, 4 * shuffle**2, 3, padding=1)
@@ -224,7 +225,7 @@ def test_fused_conv_equals_the_ops_it_replaces(shuffle: int, activation: tuple[s
 
 @pytest.mark.parametrize("scale, act", [(2, "prelu"), (2, "prelu1"), (3, "leaky"), (2, "none")])
 def test_polyphase_narrow_conv_after_an_upsampler_equals_eager(scale: int, act: str) -> None:
-    from perceptsr.fusion import FusedConv
+    from perceptsr.inference.fusion import FusedConv
 
     torch.manual_seed(scale)
     activation = {"prelu": nn.PReLU(16, init=0.3), "prelu1": nn.PReLU(), "leaky": nn.LeakyReLU(0.2),
@@ -246,7 +247,7 @@ def test_polyphase_narrow_conv_after_an_upsampler_equals_eager(scale: int, act: 
 
 @pytest.mark.parametrize("kernel, out_channels, bias", [(3, 3, True), (9, 3, True), (3, 1, False), (5, 4, True)])
 def test_row_block_conv_equals_the_conv(kernel: int, out_channels: int, bias: bool) -> None:
-    from perceptsr.fusion import RowBlockConv, fuse_for_inference
+    from perceptsr.inference.fusion import RowBlockConv, fuse_for_inference
 
     generator = torch.Generator().manual_seed(kernel)
     conv = nn.Conv2d(16, out_channels, kernel, padding=kernel // 2, bias=bias)
@@ -267,7 +268,7 @@ def test_row_block_conv_equals_the_conv(kernel: int, out_channels: int, bias: bo
 
 
 def test_in_place_prelu_equals_prelu_and_only_replaces_a_prelu_nothing_else_reads() -> None:
-    from perceptsr.fusion import InPlacePReLU, fuse_for_inference
+    from perceptsr.inference.fusion import InPlacePReLU, fuse_for_inference
 
     prelu = nn.PReLU(64)
     prelu.weight.data.uniform_(-0.5, 1.5)  # slopes of both signs and above 1
@@ -301,7 +302,7 @@ def test_in_place_prelu_equals_prelu_and_only_replaces_a_prelu_nothing_else_read
 
 
 def test_fused_conv_returns_channels_last_even_from_a_one_channel_map() -> None:
-    from perceptsr.fusion import FusedConv
+    from perceptsr.inference.fusion import FusedConv
 
     conv = nn.Conv2d(1, 8, 1)
     x = torch.rand(1, 1, 9, 7)  # 1 channel: NCHW and channels-last at once, and oneDNN answers NCHW
@@ -332,7 +333,7 @@ def test_auto_probe_refuses_a_model_that_bf16_breaks() -> None:
 
 
 def _set5_psnr(model: nn.Module, set5: Path) -> float:
-    from perceptsr.engine.evaluate import evaluate
+    from perceptsr.evaluation.evaluate import evaluate
 
     return evaluate(model, set5, scale=4, metrics=("psnr",), progress=False).mean["psnr"]
 

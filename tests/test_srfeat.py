@@ -22,14 +22,14 @@ from perceptsr.archs.srfeat import (
     feature_discriminator,
     image_discriminator,
 )
-from perceptsr.cli import main as cli_main
+from perceptsr.cli.main import main as cli_main
 from perceptsr.convert import canonicalize, convert_file, convert_state, read_checkpoint
 from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
 from perceptsr.engine.setup import build_method, parse_train_config
 from perceptsr.engine.train import Trainer
 from perceptsr.errors import CheckpointError, ConfigError, InputError
 from perceptsr.methods.base import Batch
-from perceptsr.models import load_model
+from perceptsr.zoo.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}

@@ -1,4 +1,4 @@
-"""perceptsr.engine.tile: tiled == untiled once overlap covers the receptive field; conditions tiled too."""
+"""perceptsr.inference.tile: tiled == untiled once overlap covers the receptive field; conditions tiled too."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from perceptsr.engine import tile as tiling
-from perceptsr.engine.tile import auto_tile_size, tiled_forward
+from perceptsr.inference import tile as tiling
+from perceptsr.inference.tile import auto_tile_size, tiled_forward
 from perceptsr.errors import InputError
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from perceptsr.archs.vgg import VGG16_CFG, VGG19_CFG, VGGFeatureExtractor, layer_indices
 from perceptsr.errors import CheckpointError, ConfigError
-from perceptsr.weights import VGG19_IMAGENET
+from perceptsr.zoo.weights import VGG19_IMAGENET
 
 ENV = VGG19_IMAGENET.env
 # torchvision's vgg19().features up to conv2_2: index -> (out, in) channels

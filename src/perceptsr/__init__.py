@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from perceptsr.models import load_model
+from perceptsr.zoo.models import load_model
 
 __all__ = ["degrade", "load_model", "upscale"]
 __version__ = "0.1.0"
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 def _as_tensor(image: Tensor | str | Path) -> Tensor:
     if isinstance(image, (str, Path)):
-        from perceptsr.io import read_image
+        from perceptsr.io.images import read_image
 
         return read_image(image).rgb
     return image if image.dim() == 4 else image.unsqueeze(0)
@@ -37,7 +37,7 @@ def upscale(
     **conditions: Tensor,
 ) -> Tensor:
     """Super-resolve one image (a (1,3,h,w)/(3,h,w) tensor in [0,1] or a file path); returns (1,3,sh,sw) in [0,1]."""
-    from perceptsr.inference import upscale_tensor
+    from perceptsr.inference.upscale import upscale_tensor
 
     net = load_model(model) if isinstance(model, str) else model
     lr = _as_tensor(image)
@@ -47,6 +47,6 @@ def upscale(
 
 def degrade(image: Tensor | str | Path, scale: int) -> Tensor:
     """The LR the papers use: modcrop to a multiple of `scale`, MATLAB bicubic downscale, rounded to 8 bit."""
-    from perceptsr.resize import degrade as _degrade
+    from perceptsr.data.resize import degrade as _degrade
 
     return _degrade(_as_tensor(image), scale)

@@ -1,5 +1,5 @@
 """`python -m perceptsr` (and `torchrun -m perceptsr`) run the CLI."""
 
-from perceptsr.cli import main
+from perceptsr.cli.main import main
 
 raise SystemExit(main())

@@ -15,7 +15,7 @@ from test_rrdb import to_old, to_trunk
 from perceptsr.archs import ARCHS
 from perceptsr.convert import CONVERTERS, canonicalize, convert_file, detect
 from perceptsr.errors import CheckpointError
-from perceptsr.release import load_release
+from perceptsr.zoo.release import load_release
 
 SMALL_ATOL = 1e-5  # README §1: small configs
 FULL_ATOL = 1e-4  # README §1: 23-block configs (with rtol 1e-5, folded in below)
@@ -98,7 +98,7 @@ def test_fxsr_t_map(shared, name: str) -> None:
 
 def test_fxsr_release_with_python_float_t(shared, tmp_path) -> None:
     """The user path: a released .pth (here with a DataParallel prefix) -> convert -> load_model(...)(lr, t=0.8)."""
-    from perceptsr.models import load_model
+    from perceptsr.zoo.models import load_model
 
     parity = shared("fixtures/parity")
     weights = fixture_weights(parity, "fxsr_small_nb1_x4")

@@ -9,7 +9,7 @@ from golden import assert_close_report, fixture_io, fixture_weights
 from perceptsr.archs import ARCHS
 from perceptsr.archs.discriminators import VGGStyleDiscriminator, VGGStyleDiscriminatorConfig
 from perceptsr.convert import CONVERTERS, canonicalize, convert_file, detect
-from perceptsr.release import load_release
+from perceptsr.zoo.release import load_release
 
 ATOL = 1e-5
 

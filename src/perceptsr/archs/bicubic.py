@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from perceptsr.errors import ConfigError
-from perceptsr.resize import imresize
+from perceptsr.data.resize import imresize
 
 BICUBIC_SCALES = (2, 3, 4, 8)
 

@@ -47,7 +47,7 @@ class FxSRNetConfig:
 
 @fx.wrap
 def _t_map(lr: Tensor, t: float | Tensor) -> Tensor:
-    """FxSRNet.t_map; a leaf for torch.fx, so the generator traces (perceptsr.fusion) with t a float or a map.
+    """FxSRNet.t_map; a leaf for torch.fx, so the generator traces (perceptsr.inference.fusion) with t a float or a map.
 
     A t that is the same at every pixel of a sample (a float, or a uniform map) comes back N×1×1×1: the condition
     network and every SFT layer's 1x1 convs then run on one pixel and broadcast, the same numbers for a fraction

@@ -73,7 +73,7 @@ class DenseBlock(nn.Module):
 
 @fx.wrap
 def _check_lr(lr: Tensor) -> Tensor:
-    """`lr` if it is N×3×h×w, else an InputError; a leaf for torch.fx, so FRSR traces (perceptsr.fusion)."""
+    """`lr` if it is N×3×h×w, else an InputError; a leaf for torch.fx, so FRSR traces (perceptsr.inference.fusion)."""
     if lr.ndim != 4 or lr.shape[1] != 3:
         raise InputError(f"frsr expects N×3×h×w images, got shape {tuple(lr.shape)}")
     return lr

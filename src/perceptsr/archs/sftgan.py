@@ -85,7 +85,7 @@ def _hr_branch(num_feat: int, torch_form: bool) -> nn.Sequential:
 @fx.wrap
 def _check_seg(lr: Tensor, seg: Tensor, num_classes: int, scale: int) -> Tensor:
     """`seg` if it is N x num_classes x (scale*h) x (scale*w) for lr N x 3 x h x w, else an InputError.
-    A leaf for torch.fx (perceptsr.fusion traces the generator; the check stays in the traced graph)."""
+    A leaf for torch.fx (perceptsr.inference.fusion traces the generator; the check stays in the traced graph)."""
     expected = (lr.shape[0], num_classes, scale * lr.shape[-2], scale * lr.shape[-1])
     if seg.dim() != 4 or tuple(seg.shape) != expected:
         raise InputError(f"the segmentation map has shape {tuple(seg.shape)}; SFTGAN needs {expected} "

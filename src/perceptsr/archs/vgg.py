@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from perceptsr.errors import CheckpointError, ConfigError, InputError
-from perceptsr.weights import VGG19_IMAGENET, resolve_weights
+from perceptsr.zoo.weights import VGG19_IMAGENET, resolve_weights
 
 # torchvision's configurations "E" (VGG19) and "D" (VGG16): conv widths, "M" = 2x2 max-pool.
 VGG19_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",

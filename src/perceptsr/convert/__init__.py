@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from perceptsr.errors import CheckpointError, InputError
-from perceptsr.release import build, save_release
-from perceptsr.weights import read_tensor_file
+from perceptsr.zoo.release import build, save_release
+from perceptsr.zoo.weights import read_tensor_file
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from perceptsr.archs.segmentation import OutdoorSceneSeg, OutdoorSceneSegConfig
+from perceptsr.archs.outdoorseg import OutdoorSceneSeg, OutdoorSceneSegConfig
 from perceptsr.archs.sftgan import SFTNet, SFTNetConfig
 from perceptsr.convert import Converted, count_indexed, remap, shape_of
 from perceptsr.errors import CheckpointError

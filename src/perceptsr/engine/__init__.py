@@ -1,1 +1,1 @@
-"""The engine: training loop, checkpoints, tiled inference and evaluation (see each module)."""
+"""The engine: the training loop, checkpoints, run setup, multi-process helpers and the run log."""

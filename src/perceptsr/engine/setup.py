@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 
 from perceptsr.config import apply_overrides, dump_yaml, from_dict, read_yaml, to_dict
-from perceptsr.data import DataConfig
+from perceptsr.data.datasets import DataConfig
 from perceptsr.errors import ConfigError, InputError
 from perceptsr.methods.base import Method
 

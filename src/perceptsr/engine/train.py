@@ -20,10 +20,10 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
-from perceptsr.data import TrainBatchSampler, ValDataset, make_train_loader
+from perceptsr.data.datasets import TrainBatchSampler, ValDataset, make_train_loader
 from perceptsr.engine import distributed
 from perceptsr.engine.checkpoint import find, load_checkpoint, mark_best, save_checkpoint, split_prefix
-from perceptsr.engine.evaluate import evaluate_items
+from perceptsr.evaluation.evaluate import evaluate_items
 from perceptsr.engine.runlog import RunLogger
 from perceptsr.engine.setup import TrainConfig, autocast, build_method, config_yaml, pick_device
 from perceptsr.errors import CheckpointError, PerceptsrError
@@ -114,7 +114,7 @@ def restore_weights(method: Method, ema: nn.Module | None, weights: dict[str, Te
 
 def init_source(source: str) -> dict[str, Tensor]:
     """Generator weights from a run directory (its latest checkpoint, EMA if present) or a release file."""
-    from perceptsr.release import read_release
+    from perceptsr.zoo.release import read_release
 
     path = Path(source)
     if path.is_dir():

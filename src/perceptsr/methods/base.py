@@ -132,7 +132,7 @@ class Method(nn.Module):
 
     def train_dataset(self, data: Any, *, scale: int, progress: bool) -> torch.utils.data.Dataset:
         """The training dataset; methods with extra inputs (segmentation maps) override this."""
-        from perceptsr.data import TrainDataset
+        from perceptsr.data.datasets import TrainDataset
 
         return TrainDataset(
             data.train, scale=scale, patch_size=data.patch_size, hflip=data.hflip, rotate=data.rotate,

@@ -23,7 +23,7 @@ from perceptsr.archs.natsr import FRSR, NMD, FRSRConfig, NatSRDiscriminator, Nat
 from perceptsr.errors import CheckpointError, ConfigError
 from perceptsr.losses import discriminator_loss, generator_loss
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
-from perceptsr.natsr_data import (
+from perceptsr.data.nmd import (
     TexturedDataset,
     blur_blend,
     dct_noise,

@@ -34,7 +34,7 @@ from torch.nn import functional as F  # noqa: N812
 from perceptsr.archs.blocks import SFTLayer, default_init_weights
 from perceptsr.archs.sftgan import ACDConfig, ACDDiscriminator, SFTNet, SFTNetConfig
 from perceptsr.config import from_dict
-from perceptsr.data import TrainDataset, crop_and_augment, to_tensor
+from perceptsr.data.datasets import TrainDataset, crop_and_augment, to_tensor
 from perceptsr.errors import CheckpointError, ConfigError, InputError
 from perceptsr.losses import (
     AdversarialKind,

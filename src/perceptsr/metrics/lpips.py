@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from perceptsr.archs.vgg import VGG16_CFG, VGGFeatures, load_vgg_features
 from perceptsr.errors import CheckpointError, InputError
-from perceptsr.weights import WeightSource, resolve_weights
+from perceptsr.zoo.weights import WeightSource, resolve_weights
 
 log = logging.getLogger(__name__)
 

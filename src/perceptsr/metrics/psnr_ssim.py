@@ -19,7 +19,7 @@ import torch
 from scipy.ndimage import correlate1d
 from torch import Tensor
 
-from perceptsr.color import RGB_TO_YCBCR, bgr_to_y_numpy
+from perceptsr.io.color import RGB_TO_YCBCR, bgr_to_y_numpy
 from perceptsr.errors import InputError
 
 _GRID_TOLERANCE = 1e-4  # on the 0..255 scale; float32 storage of k/255 is off by < 1e-5

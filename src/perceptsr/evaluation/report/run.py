@@ -24,13 +24,13 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from perceptsr.conditions import build_conditions
-from perceptsr.data import load_pair
-from perceptsr.engine.evaluate import score, upscale_quantised
+from perceptsr.data.datasets import load_pair
+from perceptsr.evaluation.evaluate import score, upscale_quantised
 from perceptsr.errors import InputError
-from perceptsr.io import atomic_output, list_images, read_image, write_image
+from perceptsr.io.images import atomic_output, list_images, read_image, write_image
 from perceptsr.metrics import psnr
 from perceptsr.metrics.lpips import LPIPS, lpips_distance
-from perceptsr.report.specs import (
+from perceptsr.evaluation.report.specs import (
     Metric,
     ModelSpec,
     check_labels,
@@ -39,7 +39,7 @@ from perceptsr.report.specs import (
     model_id,
     source_digest,
 )
-from perceptsr.resize import degrade
+from perceptsr.data.resize import degrade
 
 log = logging.getLogger(__name__)
 FORMAT = "perceptsr-report"
@@ -107,7 +107,7 @@ class _Model:
     """A loaded model with its spec and cache identity."""
 
     def __init__(self, spec: ModelSpec, scale: int, device: torch.device) -> None:
-        from perceptsr.models import load_model
+        from perceptsr.zoo.models import load_model
 
         self.spec = spec
         self.digest = source_digest(spec.source)
@@ -173,7 +173,7 @@ def compute_report(
 
     `lpips` is a loaded LPIPS (None: the column is left out and `lpips_note` says why).
     """
-    from perceptsr.inference import pick_device
+    from perceptsr.inference.upscale import pick_device
 
     if not models:
         raise InputError("give at least one --model")

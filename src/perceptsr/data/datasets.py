@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from perceptsr.errors import ConfigError, InputError
-from perceptsr.io import atomic_output, list_images, read_image
-from perceptsr.resize import degrade, modcrop
+from perceptsr.io.images import atomic_output, list_images, read_image
+from perceptsr.data.resize import degrade, modcrop
 
 logger = logging.getLogger(__name__)
 

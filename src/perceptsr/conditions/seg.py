@@ -29,11 +29,11 @@ from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 from tqdm import tqdm
 
-from perceptsr.archs.segmentation import CAFFE_MEAN_BGR, STRIDE, OutdoorSceneSeg
+from perceptsr.archs.outdoorseg import CAFFE_MEAN_BGR, STRIDE, OutdoorSceneSeg
 from perceptsr.archs.sftgan import SEG_CLASSES
 from perceptsr.errors import InputError
-from perceptsr.io import atomic_output, read_image, write_image
-from perceptsr.resize import degrade, imresize
+from perceptsr.io.images import atomic_output, read_image, write_image
+from perceptsr.data.resize import degrade, imresize
 
 SEG_SCALE = 4  # SFTGAN's map is at 4x the LR size
 SEG_MODEL_ENV = "PERCEPTSR_SEG_MODEL"
@@ -92,8 +92,8 @@ def load_seg_model(path: str | Path) -> OutdoorSceneSeg:
 
 @functools.lru_cache(maxsize=1)
 def _load_cached(path: str, mtime_ns: int) -> OutdoorSceneSeg:
-    from perceptsr.inference import pick_device
-    from perceptsr.release import load_release
+    from perceptsr.inference.upscale import pick_device
+    from perceptsr.zoo.release import load_release
 
     model = load_release(path)
     if not isinstance(model, OutdoorSceneSeg):

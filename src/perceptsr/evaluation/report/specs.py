@@ -88,7 +88,7 @@ def parse_model_arg(text: str) -> ModelSpec:
 
 def default_label(source: str, option_text: str) -> str:
     """`bicubic`, the bundled name, or the file's stem; options in parentheses."""
-    from perceptsr.models import BUNDLED
+    from perceptsr.zoo.models import BUNDLED
 
     name = source if source == "bicubic" or source in BUNDLED else Path(source).stem
     return f"{name} ({option_text})" if option_text else name
@@ -112,7 +112,7 @@ def file_sha256(path: Path) -> str:
 
 def source_digest(source: str) -> str:
     """What identifies the model's weights: 'bicubic', or the sha256 of the bundled / release file."""
-    from perceptsr.models import BUNDLED, bundled_path
+    from perceptsr.zoo.models import BUNDLED, bundled_path
 
     if source == "bicubic":
         return "bicubic"

@@ -49,7 +49,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from perceptsr.config import read_yaml
     from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
     from perceptsr.engine.setup import build_method, config_yaml, parse_train_config
-    from perceptsr.release import save_release
+    from perceptsr.zoo.release import save_release
 
     path = find(args.run, args.checkpoint)
     config = parse_train_config(read_yaml(args.run / "config.yaml"))
@@ -75,9 +75,9 @@ def default_conditions(model: object) -> object:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from perceptsr.engine.evaluate import evaluate
-    from perceptsr.inference import pick_device
-    from perceptsr.models import load_model
+    from perceptsr.evaluation.evaluate import evaluate
+    from perceptsr.inference.upscale import pick_device
+    from perceptsr.zoo.models import load_model
 
     device = pick_device(args.device)
     names = ["bicubic", *[m for m in args.model if m != "bicubic"]]
@@ -107,7 +107,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from perceptsr.archs import ARCHS
-    from perceptsr.models import BUNDLED, KNOWN_RELEASES, bundled_path, default_model
+    from perceptsr.zoo.models import BUNDLED, KNOWN_RELEASES, bundled_path, default_model
 
     print("bundled models (perceptsr upscale --model NAME):")  # noqa: T201
     print(f"  {'bicubic':14s} MATLAB bicubic, any scale (the baseline)")  # noqa: T201
@@ -130,10 +130,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from perceptsr.compare import side_by_side
-    from perceptsr.inference import pick_device, upscale_image
-    from perceptsr.io import list_images, read_image, write_image
-    from perceptsr.models import default_model, load_model
+    from perceptsr.io.compare import side_by_side
+    from perceptsr.inference.upscale import pick_device, upscale_image
+    from perceptsr.io.images import list_images, read_image, write_image
+    from perceptsr.zoo.models import default_model, load_model
 
     device = pick_device("auto")
     names = list(dict.fromkeys(["bicubic", default_model()]))
@@ -158,8 +158,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from perceptsr.io import list_images
-    from perceptsr.segmentation import segment_files
+    from perceptsr.io.images import list_images
+    from perceptsr.conditions.seg import segment_files
 
     if args.output.exists() and not args.output.is_dir():
         raise InputError(f"output directory {args.output} is an existing file")
@@ -173,7 +173,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from perceptsr.errors import CheckpointError
     from perceptsr.metrics.lpips import FOLDER_ENV, load_lpips
-    from perceptsr.report import parse_model_arg, run_report
+    from perceptsr.evaluation.report import parse_model_arg, run_report
 
     specs = [parse_model_arg(text) for text in args.model]
     lpips, note = None, "disabled with --no-lpips"
@@ -193,9 +193,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from perceptsr.inference import pick_device
-    from perceptsr.models import load_model
-    from perceptsr.sweep import check_outputs, load_lpips_or_note, parse_t_values, run_sweep, write_outputs
+    from perceptsr.inference.upscale import pick_device
+    from perceptsr.zoo.models import load_model
+    from perceptsr.evaluation.sweep import check_outputs, load_lpips_or_note, parse_t_values, run_sweep, write_outputs
 
     ts = parse_t_values(args.t)
     if not args.data.is_dir():
@@ -220,7 +220,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from perceptsr.bench import format_table, run_bench
+    from perceptsr.inference.bench import format_table, run_bench
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     result = run_bench(quick=args.quick, models=models, compile=args.compile)
@@ -229,7 +229,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from perceptsr.cli import _positive, _scale
+    from perceptsr.cli.main import _positive, _scale
 
     p = sub.add_parser("train", help="train a method from a YAML config (torchrun-aware)")
     p.add_argument("config", nargs="?", type=Path, default=None, help="YAML config (see configs/)")

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from perceptsr.errors import InputError
-from perceptsr.io import LUMA_WEIGHTS, read_image
-from perceptsr.resize import imresize
+from perceptsr.io.images import LUMA_WEIGHTS, read_image
+from perceptsr.data.resize import imresize
 
 DEFAULT_T = 0.8  # FxSR's test script default (archs.fxsr.DEFAULT_T)
 

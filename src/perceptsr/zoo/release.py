@@ -18,7 +18,7 @@ from torch import nn
 
 from perceptsr.config import from_dict, to_dict
 from perceptsr.errors import CheckpointError, ConfigError
-from perceptsr.io import atomic_output
+from perceptsr.io.images import atomic_output
 
 FORMAT = "perceptsr-release"
 VERSION = "1"

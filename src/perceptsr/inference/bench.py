@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import perceptsr
 from perceptsr.errors import InputError
-from perceptsr.speed import native_reduced_precision, prepare
+from perceptsr.inference.fast import native_reduced_precision, prepare
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def child_model(arch: str, side: int, tiny: bool) -> dict:
 def tiling_model(tiny: bool) -> tuple[str, nn.Module]:
     """The default model (bundled) or, when this install has none, a fresh MSRResNet (weights do not change the
     memory; they make max_tile_diff a check of the layout only)."""
-    from perceptsr.models import default_model, load_model
+    from perceptsr.zoo.models import default_model, load_model
 
     name = default_model()
     if name != "bicubic" and not tiny:
@@ -206,7 +206,7 @@ def tiling_model(tiny: bool) -> tuple[str, nn.Module]:
 
 def child_tiling(size: int, tile: int, overlap: int, tiny: bool) -> dict:
     """In a fresh process: x4 of a size x size random image, tiled, at precision auto."""
-    from perceptsr.inference import upscale_tensor
+    from perceptsr.inference.upscale import upscale_tensor
 
     label, model = tiling_model(tiny)
     fast = prepare(model, precision="auto")
@@ -228,13 +228,13 @@ def child_tiling(size: int, tile: int, overlap: int, tiny: bool) -> dict:
 
 
 def spawn(jobs: list[dict]) -> list[dict]:
-    """Run child jobs (`python -m perceptsr.bench JSON`) side by side; their JSON results, in order.
+    """Run child jobs (`python -m perceptsr.inference.bench JSON`) side by side; their JSON results, in order.
 
     They start after all timing is done (so they disturb none of it); each one's peak RSS is its own.
     """
     source = str(Path(perceptsr.__file__).resolve().parents[1])  # the children import this same perceptsr
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])))
-    children = [subprocess.Popen([sys.executable, "-m", "perceptsr.bench",
+    children = [subprocess.Popen([sys.executable, "-m", "perceptsr.inference.bench",
                                   json.dumps({**job, "threads": torch.get_num_threads()})],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for job in jobs]
@@ -327,7 +327,7 @@ def _child_main(job: dict) -> dict:
 
 
 if __name__ == "__main__":
-    from perceptsr import allocator
+    from perceptsr.inference import allocator
 
     allocator.configure()  # as in the parent (`perceptsr bench`), before this process makes a tensor
     print(json.dumps(_child_main(json.loads(sys.argv[1]))))  # noqa: T201

@@ -4,7 +4,7 @@ Not a generator (it is in `archs.PRIORS`, not `ARCHS`): release files can hold i
 and `perceptsr segment` can load it. `forward` is the original network exactly: it takes the Caffe-style
 input (BGR·255 minus (103.939, 116.779, 123.68)), N×3×H×W with H, W multiples of 8, and returns the softmax
 over 8 classes, N×8×H×W (output stride 8, then a grouped 16×16 transposed conv back to the input size).
-Preprocessing from [0,1] RGB lives in `perceptsr.segmentation`. Parameter names are the released ones
+Preprocessing from [0,1] RGB lives in `perceptsr.conditions.seg`. Parameter names are the released ones
 (`block.sequential` flattening: feature.{0..47}, deconv). Channel order: 0 background, 1 sky, 2 water,
 3 grass, 4 mountain, 5 building, 6 plant, 7 animal.
 Matches: xinntao/SFTGAN:pytorch_test/architectures.py (OutdoorSceneSeg, Res131), parity fixture outdoorsceneseg_full.

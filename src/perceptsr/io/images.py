@@ -336,6 +336,6 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 def upscale_alpha(alpha: Tensor, scale: int) -> Tensor:
     """Upscale an alpha map (...,H,W) by an integer scale with MATLAB bicubic, clamped to [0,1]."""
-    from perceptsr.resize import imresize  # resize sits beside io; imported here to keep io importable alone
+    from perceptsr.data.resize import imresize  # resize sits beside io; imported here to keep io importable alone
 
     return imresize(alpha, scale).clamp(0, 1)

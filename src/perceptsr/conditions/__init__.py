@@ -29,14 +29,14 @@ def build_conditions(model: nn.Module, lr: Tensor, options: ConditionOptions, *,
     wanted = getattr(model, "condition_scales", {})
     out: dict[str, Tensor] = {}
     if "seg" in wanted:
-        from perceptsr.segmentation import seg_condition
+        from perceptsr.conditions.seg import seg_condition
 
         out["seg"] = seg_condition(lr, options.seg or "auto", scale=wanted["seg"], seg_model=options.seg_model,
                                    stem=stem)
     elif options.seg is not None or options.seg_model is not None:
         raise InputError("--seg / --seg-model apply only to SFTGAN models")
     if "t" in wanted:
-        from perceptsr.tmap import t_condition
+        from perceptsr.conditions.tmap import t_condition
 
         out["t"] = t_condition(lr, t=options.t, t_map=options.t_map)
     elif options.t is not None or options.t_map is not None:

@@ -23,10 +23,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from perceptsr.data import ValItem, load_pair
-from perceptsr.engine.tile import tiled_forward
+from perceptsr.data.datasets import ValItem, load_pair
+from perceptsr.inference.tile import tiled_forward
 from perceptsr.errors import InputError
-from perceptsr.io import list_images, write_image
+from perceptsr.io.images import list_images, write_image
 from perceptsr.metrics import METRICS
 
 logger = logging.getLogger(__name__)

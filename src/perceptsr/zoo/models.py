@@ -12,7 +12,7 @@ from pathlib import Path
 from torch import nn
 
 from perceptsr.errors import InputError
-from perceptsr.release import load_release
+from perceptsr.zoo.release import load_release
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def bundled_path(name: str) -> Path | None:
     entry = BUNDLED.get(name)
     if entry is None:
         return None
-    path = Path(str(resources.files("perceptsr") / "models" / entry.file))
+    path = Path(str(resources.files("perceptsr.zoo") / "bundled" / entry.file))
     return path if path.is_file() else None
 
 

@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from perceptsr.report.run import to_json, write_text
+from perceptsr.evaluation.report.run import to_json, write_text
 
 DECIMALS = {"psnr_y": 2, "psnr_rgb": 2, "lr_psnr": 2, "ssim_y": 4, "ssim_rgb": 4, "niqe": 3, "lpips": 4}
 

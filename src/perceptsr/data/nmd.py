@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from perceptsr.errors import ConfigError, InputError
-from perceptsr.resize import imresize
+from perceptsr.data.resize import imresize
 
 BLOCK = 8
 

@@ -13,12 +13,12 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from perceptsr.report.run import to_json, write_text
-from perceptsr.report.tables import DECIMALS, conventions
+from perceptsr.evaluation.report.run import to_json, write_text
+from perceptsr.evaluation.report.tables import DECIMALS, conventions
 
 
 def _asset(name: str) -> str:
-    return (resources.files("perceptsr.report") / name).read_text(encoding="utf-8")
+    return (resources.files("perceptsr.evaluation.report") / name).read_text(encoding="utf-8")
 
 
 def viewer_data(doc: dict, links: list[str]) -> dict:

@@ -8,7 +8,7 @@ What each part buys (measured by `perceptsr bench`; see benchmarks/inference.py)
   autocast chooses (fp32 where it matters). fp16/bf16 on CUDA the same way.
 - the allocator settings the CLI's inference commands make first (perceptsr/allocator.py): freed maps are
   reused and the largest come in huge pages, so the output of every op costs few page faults.
-- perceptsr.fusion folds BatchNorm into the preceding conv and, on CPU, fuses into each conv what follows it
+- perceptsr.inference.fusion folds BatchNorm into the preceding conv and, on CPU, fuses into each conv what follows it
   (activation, residual add, pixel shuffle) and rewrites the narrow output convs.
 - `compile=True` (torch.compile with inductor weight freezing, on the fused copy) costs tens of seconds per model
   and input shape, so it is opt-in (tiles all have one shape, so a large image compiles once). On this machine it
@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from perceptsr.errors import InputError, PerceptsrError
-from perceptsr.fusion import fuse_for_inference
+from perceptsr.inference.fusion import fuse_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def prepare(model: nn.Module, *, precision: str = "auto", device: torch.device |
             compile: bool = False) -> FastModel:
     """Wrap `model` (a generator, see perceptsr.archs) for fast inference on its device (or `device`).
 
-    The network that runs is a copy (see perceptsr.fusion; weights channels-last); `model` itself is only put
+    The network that runs is a copy (see perceptsr.inference.fusion; weights channels-last); `model` itself is only put
     in eval mode (and moved to `device`). A FastModel is re-wrapped from its source with the new settings.
     `compile=True` adds torch.compile (slow first call).
     """

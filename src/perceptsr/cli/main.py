@@ -57,8 +57,8 @@ def _outputs(inputs: list[Path], outdir: Path, overwrite: bool) -> list[Path]:
 def cmd_degrade(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from perceptsr.io import list_images, read_image, write_image
-    from perceptsr.resize import degrade, imresize, modcrop
+    from perceptsr.io.images import list_images, read_image, write_image
+    from perceptsr.data.resize import degrade, imresize, modcrop
 
     inputs = list_images(args.inputs)
     outputs = _outputs(inputs, args.output, args.overwrite)
@@ -74,7 +74,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
 
 def _pairs(gt: Path, sr: Path) -> list[tuple[str, Path, Path | None]]:
-    from perceptsr.io import list_images
+    from perceptsr.io.images import list_images
 
     sr_files = list_images([sr])
     if gt is None:
@@ -96,7 +96,7 @@ def _pairs(gt: Path, sr: Path) -> list[tuple[str, Path, Path | None]]:
 def cmd_metrics(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from perceptsr.io import read_image
+    from perceptsr.io.images import read_image
     from perceptsr.metrics import METRICS
 
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -137,10 +137,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from perceptsr.conditions import ConditionOptions, build_conditions
-    from perceptsr.inference import pick_device, upscale_image
-    from perceptsr.io import list_images, read_image, write_image
-    from perceptsr.models import load_model
-    from perceptsr.speed import prepare
+    from perceptsr.inference.upscale import pick_device, upscale_image
+    from perceptsr.io.images import list_images, read_image, write_image
+    from perceptsr.zoo.models import load_model
+    from perceptsr.inference.fast import prepare
 
     inputs = list_images(args.inputs)
     outputs = _outputs(inputs, args.output, args.overwrite)
@@ -160,7 +160,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from perceptsr.io import DEFAULT_MAX_PIXELS
+    from perceptsr.io.images import DEFAULT_MAX_PIXELS
 
     parser = argparse.ArgumentParser(prog="perceptsr", description="Perception-oriented super-resolution.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS)
     p.set_defaults(func=cmd_metrics)
 
-    from perceptsr import commands
+    from perceptsr.cli import commands
 
     commands.add_commands(sub)
     return parser
@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in INFERENCE_COMMANDS:
-        from perceptsr import allocator
+        from perceptsr.inference import allocator
 
         allocator.configure()
     try:

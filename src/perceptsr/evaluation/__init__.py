@@ -1,0 +1,1 @@
+"""Measuring models the way the papers did: dataset evaluation, the t sweep, and the report page."""
