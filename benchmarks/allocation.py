@@ -1,4 +1,4 @@
-"""What perceptsr's allocator settings (perceptsr/inference/allocator.py) buy a forward: glibc keeping freed blocks up to
+"""What perceptsr's allocator settings (inference/allocator.py) buy a forward: glibc keeping freed blocks up to
 32 MiB, PyTorch's huge pages for large tensors, both (perceptsr's default), neither.
 
 Each setting is read once per process, so every measurement is a fresh child process; the settings alternate,

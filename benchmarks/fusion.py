@@ -1,4 +1,4 @@
-"""What perceptsr.inference.fusion's rewrites buy, timed in one run: each rewritten layer against the layers it replaces.
+"""What the fusion rewrites buy, timed in one run: each rewritten layer against the layers it replaces.
 
 python benchmarks/fusion.py [--side 256] [--rounds 5]
 
@@ -25,8 +25,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402, N812
 
-from perceptsr.inference.fusion import FusedConv, RowBlockConv, polyphase_conv  # noqa: E402
 from perceptsr.inference.fast import native_reduced_precision  # noqa: E402
+from perceptsr.inference.fusion import FusedConv, RowBlockConv, polyphase_conv  # noqa: E402
 
 
 def best_ms(function: Callable[[], object], rounds: int) -> float:

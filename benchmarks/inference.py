@@ -31,8 +31,8 @@ TILE_GOAL = 1 / 255
 def set5_drops(set5: Path) -> dict[str, dict[str, float]]:
     """fp32 and bf16 Y-PSNR (crop = scale) on Set5 of every bundled model present."""
     from perceptsr.evaluation.evaluate import evaluate
-    from perceptsr.zoo.models import BUNDLED, bundled_path, load_model
     from perceptsr.inference.fast import prepare
+    from perceptsr.zoo.models import BUNDLED, bundled_path, load_model
 
     out = {}
     for name in BUNDLED:

@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from perceptsr.inference.bench import machine  # noqa: E402
 from perceptsr.engine import train as train_module  # noqa: E402
 from perceptsr.engine.setup import parse_train_config  # noqa: E402
+from perceptsr.inference.bench import machine  # noqa: E402
 
 VARIANTS = {"fp32 NCHW": ("fp32", False), "fp32 channels-last": ("fp32", True),
             "bf16 channels-last": ("bf16", True)}

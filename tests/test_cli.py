@@ -22,9 +22,9 @@ from PIL import Image
 
 import perceptsr
 from perceptsr.cli.main import main
+from perceptsr.data.resize import degrade, imresize
 from perceptsr.io.images import read_image, write_image, write_png16
 from perceptsr.metrics import psnr
-from perceptsr.data.resize import degrade, imresize
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}

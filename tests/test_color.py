@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
-from perceptsr.io.color import bgr_to_y_numpy, rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
 from perceptsr.errors import InputError
+from perceptsr.io.color import bgr_to_y_numpy, rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
 
 IMAGES = ["rand_37x53", "grad_64x48", "astronaut_60x76"]
 

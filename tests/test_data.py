@@ -20,9 +20,9 @@ from perceptsr.data.datasets import (
     crop_and_augment,
     make_train_loader,
 )
+from perceptsr.data.resize import degrade, modcrop
 from perceptsr.errors import ConfigError, InputError
 from perceptsr.io.images import read_image
-from perceptsr.data.resize import degrade, modcrop
 
 
 def write_pngs(folder: Path, sizes: list[tuple[int, int]], *, seed: int = 0, mode: str = "RGB") -> Path:

@@ -13,11 +13,11 @@ from torch import Tensor, nn
 
 from perceptsr.archs.bicubic import Bicubic, BicubicConfig
 from perceptsr.data.datasets import ValDataset
-from perceptsr.evaluation.evaluate import evaluate, evaluate_items
+from perceptsr.data.resize import imresize
 from perceptsr.errors import InputError
+from perceptsr.evaluation.evaluate import evaluate, evaluate_items
 from perceptsr.io.images import read_image
 from perceptsr.metrics import niqe, psnr
-from perceptsr.data.resize import imresize
 
 
 def write_pngs(folder: Path, sizes: list[tuple[int, int]], *, mode: str = "RGB", seed: int = 0) -> Path:

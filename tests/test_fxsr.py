@@ -18,17 +18,17 @@ from PIL import Image
 from perceptsr.archs.fxsr import FxSRNet, FxSRNetConfig
 from perceptsr.archs.rrdb import RRDBNet, RRDBNetConfig
 from perceptsr.cli.main import main
+from perceptsr.conditions.tmap import random_smooth_maps, t_condition
 from perceptsr.convert import convert_state, detect
 from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
 from perceptsr.engine.setup import build_method, parse_train_config
-from perceptsr.inference.tile import tiled_forward
 from perceptsr.engine.train import Trainer
 from perceptsr.errors import CheckpointError, InputError
+from perceptsr.evaluation.sweep import parse_t_values
+from perceptsr.inference.tile import tiled_forward
 from perceptsr.methods.esrgan import weighted_l1, weighted_ragan
 from perceptsr.methods.fxsr import FxSRConfig, loss_weights
 from perceptsr.zoo.release import save_release
-from perceptsr.evaluation.sweep import parse_t_values
-from perceptsr.conditions.tmap import random_smooth_maps, t_condition
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from perceptsr.io import images as pio
 from perceptsr.errors import InputError
+from perceptsr.io import images as pio
 from perceptsr.io.images import (
     atomic_output,
     list_images,

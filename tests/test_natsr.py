@@ -14,13 +14,13 @@ from PIL import Image
 from perceptsr.archs.natsr import FRSR, NMD, FRSRConfig, NatSRDiscriminator, NatSRDiscriminatorConfig, NMDConfig
 from perceptsr.convert import convert_state, read_checkpoint
 from perceptsr.convert.natsr import convert_frsr_tf, convert_nmd_tf, load_nmd_state
+from perceptsr.data.nmd import TexturedDataset, blur_blend, inject_dct_noise, interpolated_lr, texture_stats
 from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
 from perceptsr.engine.setup import parse_train_config
 from perceptsr.engine.train import Trainer
 from perceptsr.errors import CheckpointError, ConfigError, InputError
 from perceptsr.methods.base import Batch
 from perceptsr.methods.natsr import NatSR, NatSRConfig
-from perceptsr.data.nmd import TexturedDataset, blur_blend, inject_dct_noise, interpolated_lr, texture_stats
 
 SMALL_D = NatSRDiscriminatorConfig(num_feat=2)
 

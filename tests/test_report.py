@@ -17,20 +17,20 @@ import pytest
 import torch
 from PIL import Image
 
-from perceptsr.cli import main as cli
 from perceptsr.archs import ARCHS
-from perceptsr.evaluation.evaluate import evaluate
+from perceptsr.cli import main as cli
+from perceptsr.data.resize import degrade
 from perceptsr.errors import CheckpointError, InputError
+from perceptsr.evaluation.evaluate import evaluate
+from perceptsr.evaluation.report import parse_model_arg, run_report
+from perceptsr.evaluation.report import run as report_run
+from perceptsr.evaluation.report.plots import find_sweep, plot_pd, sweep_curves
+from perceptsr.evaluation.report.viewer import render
 from perceptsr.io.images import read_image
 from perceptsr.metrics import psnr
 from perceptsr.metrics.lpips import LPIPS
 from perceptsr.zoo.models import load_model
 from perceptsr.zoo.release import save_release
-from perceptsr.evaluation.report import parse_model_arg, run_report
-from perceptsr.evaluation.report import run as report_run
-from perceptsr.evaluation.report.plots import find_sweep, plot_pd, sweep_curves
-from perceptsr.evaluation.report.viewer import render
-from perceptsr.data.resize import degrade
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
-from perceptsr.errors import InputError
 from perceptsr.data.resize import degrade, imresize, modcrop
+from perceptsr.errors import InputError
 
 ATOL = 1e-6  # fixtures/README.md §2
 

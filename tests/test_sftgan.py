@@ -18,6 +18,8 @@ from perceptsr.archs.outdoorseg import CAFFE_MEAN_BGR, OutdoorSceneSeg
 from perceptsr.archs.sftgan import ACDConfig, ACDDiscriminator, SFTNet, SFTNetConfig
 from perceptsr.archs.srresnet import SRResNet, SRResNetConfig
 from perceptsr.cli.main import main
+from perceptsr.conditions.seg import CLASS_COLORS, read_mapping, seg_condition, segment_image
+from perceptsr.data.resize import degrade
 from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
 from perceptsr.engine.setup import build_method, parse_train_config
 from perceptsr.engine.train import Trainer
@@ -26,8 +28,6 @@ from perceptsr.io.images import read_image, write_image
 from perceptsr.methods.sftgan import SegTrainDataset, image_label, init_from_srresnet, is_sft
 from perceptsr.zoo.models import load_model
 from perceptsr.zoo.release import save_release
-from perceptsr.data.resize import degrade
-from perceptsr.conditions.seg import CLASS_COLORS, read_mapping, seg_condition, segment_image
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}

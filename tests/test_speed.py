@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from perceptsr.inference import fast as speed
 from perceptsr.archs import ARCHS
+from perceptsr.inference import fast as speed
 from perceptsr.inference.bench import build_arch, example_input
 from perceptsr.zoo.models import BUNDLED, bundled_path, load_model
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
+from perceptsr.errors import InputError
 from perceptsr.inference import tile as tiling
 from perceptsr.inference.tile import auto_tile_size, tiled_forward
-from perceptsr.errors import InputError
 
 
 class TinyNet(nn.Module):

@@ -18,8 +18,8 @@ from chromium_cdp import Chromium, find_chromium
 from PIL import Image
 
 from perceptsr.archs import ARCHS
-from perceptsr.zoo.release import save_release
 from perceptsr.evaluation.report import parse_model_arg, run_report
+from perceptsr.zoo.release import save_release
 
 LOADED = ("window.perceptsrViewer && Array.from(document.images).filter(i => i.offsetParent)"
           ".every(i => i.complete && i.naturalWidth > 0)")

@@ -7,10 +7,10 @@ import torch
 from golden import assert_close_report, fixture_io, fixture_weights
 
 from perceptsr.archs.outdoorseg import CAFFE_MEAN_BGR
+from perceptsr.conditions.seg import segment_image
 from perceptsr.convert import CONVERTERS, canonicalize, convert_file, detect
 from perceptsr.zoo.models import load_model
 from perceptsr.zoo.release import build
-from perceptsr.conditions.seg import segment_image
 
 ATOL = 1e-5  # SFT nets (README: observed thread noise up to 1.9e-6)
 PROB_ATOL = 1e-6  # OutdoorSceneSeg probabilities

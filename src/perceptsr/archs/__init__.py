@@ -17,8 +17,8 @@ from torch import nn
 from perceptsr.archs.bicubic import BICUBIC_SCALES, Bicubic, BicubicConfig
 from perceptsr.archs.fxsr import FXSR_SCALES, FxSRNet, FxSRNetConfig
 from perceptsr.archs.natsr import FRSR, FRSR_SCALES, FRSRConfig
-from perceptsr.archs.rrdb import RRDB_SCALES, RRDBNet, RRDBNetConfig
 from perceptsr.archs.outdoorseg import OutdoorSceneSeg, OutdoorSceneSegConfig
+from perceptsr.archs.rrdb import RRDB_SCALES, RRDBNet, RRDBNetConfig
 from perceptsr.archs.sftgan import SFTGAN_SCALES, SFTNet, SFTNetConfig
 from perceptsr.archs.srfeat import SRFEAT_SCALES, SRFeatGenerator, SRFeatGeneratorConfig
 from perceptsr.archs.srresnet import (

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from perceptsr.errors import ConfigError
 from perceptsr.data.resize import imresize
+from perceptsr.errors import ConfigError
 
 BICUBIC_SCALES = (2, 3, 4, 8)
 

@@ -130,8 +130,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from perceptsr.io.compare import side_by_side
     from perceptsr.inference.upscale import pick_device, upscale_image
+    from perceptsr.io.compare import side_by_side
     from perceptsr.io.images import list_images, read_image, write_image
     from perceptsr.zoo.models import default_model, load_model
 
@@ -158,8 +158,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from perceptsr.io.images import list_images
     from perceptsr.conditions.seg import segment_files
+    from perceptsr.io.images import list_images
 
     if args.output.exists() and not args.output.is_dir():
         raise InputError(f"output directory {args.output} is an existing file")
@@ -172,8 +172,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from perceptsr.errors import CheckpointError
-    from perceptsr.metrics.lpips import FOLDER_ENV, load_lpips
     from perceptsr.evaluation.report import parse_model_arg, run_report
+    from perceptsr.metrics.lpips import FOLDER_ENV, load_lpips
 
     specs = [parse_model_arg(text) for text in args.model]
     lpips, note = None, "disabled with --no-lpips"
@@ -193,9 +193,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from perceptsr.evaluation.sweep import check_outputs, load_lpips_or_note, parse_t_values, run_sweep, write_outputs
     from perceptsr.inference.upscale import pick_device
     from perceptsr.zoo.models import load_model
-    from perceptsr.evaluation.sweep import check_outputs, load_lpips_or_note, parse_t_values, run_sweep, write_outputs
 
     ts = parse_t_values(args.t)
     if not args.data.is_dir():

@@ -57,8 +57,8 @@ def _outputs(inputs: list[Path], outdir: Path, overwrite: bool) -> list[Path]:
 def cmd_degrade(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from perceptsr.io.images import list_images, read_image, write_image
     from perceptsr.data.resize import degrade, imresize, modcrop
+    from perceptsr.io.images import list_images, read_image, write_image
 
     inputs = list_images(args.inputs)
     outputs = _outputs(inputs, args.output, args.overwrite)
@@ -137,10 +137,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from perceptsr.conditions import ConditionOptions, build_conditions
+    from perceptsr.inference.fast import prepare
     from perceptsr.inference.upscale import pick_device, upscale_image
     from perceptsr.io.images import list_images, read_image, write_image
     from perceptsr.zoo.models import load_model
-    from perceptsr.inference.fast import prepare
 
     inputs = list_images(args.inputs)
     outputs = _outputs(inputs, args.output, args.overwrite)

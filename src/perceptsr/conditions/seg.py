@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 from perceptsr.archs.outdoorseg import CAFFE_MEAN_BGR, STRIDE, OutdoorSceneSeg
 from perceptsr.archs.sftgan import SEG_CLASSES
+from perceptsr.data.resize import degrade, imresize
 from perceptsr.errors import InputError
 from perceptsr.io.images import atomic_output, read_image, write_image
-from perceptsr.data.resize import degrade, imresize
 
 SEG_SCALE = 4  # SFTGAN's map is at 4x the LR size
 SEG_MODEL_ENV = "PERCEPTSR_SEG_MODEL"

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from perceptsr.data.resize import imresize
 from perceptsr.errors import InputError
 from perceptsr.io.images import LUMA_WEIGHTS, read_image
-from perceptsr.data.resize import imresize
 
 DEFAULT_T = 0.8  # FxSR's test script default (archs.fxsr.DEFAULT_T)
 

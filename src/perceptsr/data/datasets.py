@@ -24,9 +24,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from perceptsr.data.resize import degrade, modcrop
 from perceptsr.errors import ConfigError, InputError
 from perceptsr.io.images import atomic_output, list_images, read_image
-from perceptsr.data.resize import degrade, modcrop
 
 logger = logging.getLogger(__name__)
 

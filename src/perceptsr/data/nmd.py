@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from perceptsr.errors import ConfigError, InputError
 from perceptsr.data.resize import imresize
+from perceptsr.errors import ConfigError, InputError
 
 BLOCK = 8
 

@@ -23,10 +23,10 @@ from tqdm import tqdm
 from perceptsr.data.datasets import TrainBatchSampler, ValDataset, make_train_loader
 from perceptsr.engine import distributed
 from perceptsr.engine.checkpoint import find, load_checkpoint, mark_best, save_checkpoint, split_prefix
-from perceptsr.evaluation.evaluate import evaluate_items
 from perceptsr.engine.runlog import RunLogger
 from perceptsr.engine.setup import TrainConfig, autocast, build_method, config_yaml, pick_device
 from perceptsr.errors import CheckpointError, PerceptsrError
+from perceptsr.evaluation.evaluate import evaluate_items
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
 
 

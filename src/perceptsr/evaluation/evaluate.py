@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from perceptsr.data.datasets import ValItem, load_pair
-from perceptsr.inference.tile import tiled_forward
 from perceptsr.errors import InputError
+from perceptsr.inference.tile import tiled_forward
 from perceptsr.io.images import list_images, write_image
 from perceptsr.metrics import METRICS
 

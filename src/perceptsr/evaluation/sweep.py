@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from perceptsr.conditions.tmap import check_t, t_condition
 from perceptsr.data.datasets import load_pair
-from perceptsr.evaluation.evaluate import evaluate
+from perceptsr.data.resize import degrade
 from perceptsr.errors import InputError
+from perceptsr.evaluation.evaluate import evaluate
 from perceptsr.io.images import atomic_output, list_images, read_image
 from perceptsr.metrics import psnr
-from perceptsr.data.resize import degrade
-from perceptsr.conditions.tmap import check_t, t_condition
 
 OUTPUTS = ("sweep.csv", "sweep.json", "sweep.png")
 METRIC_ORDER = ("psnr", "ssim", "lr_psnr", "niqe", "lpips")

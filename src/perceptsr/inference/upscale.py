@@ -7,10 +7,10 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from perceptsr.inference.tile import auto_tile_size, tiled_forward
 from perceptsr.errors import InputError
-from perceptsr.io.images import LoadedImage, upscale_alpha
 from perceptsr.inference.fast import FastModel, prepare
+from perceptsr.inference.tile import auto_tile_size, tiled_forward
+from perceptsr.io.images import LoadedImage, upscale_alpha
 
 DEFAULT_OVERLAP = 32  # LR pixels; above the receptive field's effective reach of the bundled models
 

@@ -25,11 +25,11 @@ from torch import Tensor
 
 from perceptsr.archs.discriminators import VGGStyleDiscriminator, VGGStyleDiscriminatorConfig
 from perceptsr.archs.fxsr import FxSRNet, FxSRNetConfig
+from perceptsr.conditions.tmap import random_smooth_maps
 from perceptsr.config import from_dict
 from perceptsr.errors import CheckpointError, ConfigError
 from perceptsr.methods.base import Batch, Method, Phase
 from perceptsr.methods.esrgan import ESRGANLoss, LossWeights, check_patch_size, gan_phase
-from perceptsr.conditions.tmap import random_smooth_maps
 
 logger = logging.getLogger(__name__)
 

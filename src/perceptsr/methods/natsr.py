@@ -20,9 +20,6 @@ from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
 from perceptsr.archs.natsr import FRSR, NMD, FRSRConfig, NatSRDiscriminator, NatSRDiscriminatorConfig, NMDConfig
-from perceptsr.errors import CheckpointError, ConfigError
-from perceptsr.losses import discriminator_loss, generator_loss
-from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
 from perceptsr.data.nmd import (
     TexturedDataset,
     blur_blend,
@@ -31,6 +28,9 @@ from perceptsr.data.nmd import (
     inject_dct_noise,
     interpolated_lr,
 )
+from perceptsr.errors import CheckpointError, ConfigError
+from perceptsr.losses import discriminator_loss, generator_loss
+from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
 
 PHASES = ("nmd", "pretrain", "gan")
 CURRICULUM_SEED = 2521  # fixes the validation patches and their noise (the original's Val_2521 set)

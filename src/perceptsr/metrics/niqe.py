@@ -21,10 +21,10 @@ from scipy.ndimage import convolve
 from scipy.special import gamma
 from torch import Tensor
 
-from perceptsr.io.color import bgr_to_y_numpy
-from perceptsr.errors import InputError
-from perceptsr.metrics.psnr_ssim import _snap, _to_hwc255
 from perceptsr.data.resize import imresize
+from perceptsr.errors import InputError
+from perceptsr.io.color import bgr_to_y_numpy
+from perceptsr.metrics.psnr_ssim import _snap, _to_hwc255
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import torch
 from scipy.ndimage import correlate1d
 from torch import Tensor
 
-from perceptsr.io.color import RGB_TO_YCBCR, bgr_to_y_numpy
 from perceptsr.errors import InputError
+from perceptsr.io.color import RGB_TO_YCBCR, bgr_to_y_numpy
 
 _GRID_TOLERANCE = 1e-4  # on the 0..255 scale; float32 storage of k/255 is off by < 1e-5
 _SSIM_SIZE, _SSIM_SIGMA = 11, 1.5

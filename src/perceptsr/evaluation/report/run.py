@@ -25,11 +25,9 @@ from tqdm import tqdm
 
 from perceptsr.conditions import build_conditions
 from perceptsr.data.datasets import load_pair
-from perceptsr.evaluation.evaluate import score, upscale_quantised
+from perceptsr.data.resize import degrade
 from perceptsr.errors import InputError
-from perceptsr.io.images import atomic_output, list_images, read_image, write_image
-from perceptsr.metrics import psnr
-from perceptsr.metrics.lpips import LPIPS, lpips_distance
+from perceptsr.evaluation.evaluate import score, upscale_quantised
 from perceptsr.evaluation.report.specs import (
     Metric,
     ModelSpec,
@@ -39,7 +37,9 @@ from perceptsr.evaluation.report.specs import (
     model_id,
     source_digest,
 )
-from perceptsr.data.resize import degrade
+from perceptsr.io.images import atomic_output, list_images, read_image, write_image
+from perceptsr.metrics import psnr
+from perceptsr.metrics.lpips import LPIPS, lpips_distance
 
 log = logging.getLogger(__name__)
 FORMAT = "perceptsr-report"
