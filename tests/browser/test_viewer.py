@@ -18,7 +18,7 @@ from chromium_cdp import Chromium, find_chromium
 from PIL import Image
 
 from perceptsr.archs import ARCHS
-from perceptsr.evaluation.report import parse_model_arg, run_report
+from perceptsr.evaluation.report import parse_model_spec, run_report
 from perceptsr.zoo.release import save_release
 
 LOADED = ("window.perceptsrViewer && Array.from(document.images).filter(i => i.offsetParent)"
@@ -55,7 +55,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = root / "report"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: one thread beats two on a loaded 2-core machine
-    run_report(models=[parse_model_arg("bicubic"), parse_model_arg(str(model))], data=[data], scale=4, out=out,
+    run_report(models=[parse_model_spec("bicubic"), parse_model_spec(str(model))], data=[data], scale=4, out=out,
                lpips_note="not needed here", device="cpu", progress=False)
     torch.set_num_threads(threads)
     return out / "index.html"

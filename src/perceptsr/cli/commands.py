@@ -172,10 +172,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from perceptsr.errors import CheckpointError
-    from perceptsr.evaluation.report import parse_model_arg, run_report
+    from perceptsr.evaluation.report import parse_model_spec, run_report
     from perceptsr.metrics.lpips import FOLDER_ENV, load_lpips
 
-    specs = [parse_model_arg(text) for text in args.model]
+    specs = [parse_model_spec(text) for text in args.model]
     lpips, note = None, "disabled with --no-lpips"
     if not args.no_lpips:
         try:

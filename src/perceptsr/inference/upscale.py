@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,22 @@ from perceptsr.inference.tile import auto_tile_size, tiled_forward
 from perceptsr.io.images import LoadedImage, upscale_alpha
 
 DEFAULT_OVERLAP = 32  # LR pixels; above the receptive field's effective reach of the bundled models
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How models run on images, the same for every command that runs one (upscale, eval, report, sweep, demo).
+
+    precision: auto | fp32 | bf16 | fp16 (auto: reduced precision where the hardware runs it natively);
+    tile: LR tile size (None: chosen from free memory); tile_overlap: LR pixels shared by neighbouring tiles;
+    device: auto | cpu | cuda; compile: torch.compile the model (slow start).
+    """
+
+    device: str = "auto"
+    precision: str = "fp32"
+    tile: int | None = None
+    tile_overlap: int = DEFAULT_OVERLAP
+    compile: bool = False
 
 
 def pick_device(name: str = "auto") -> torch.device:

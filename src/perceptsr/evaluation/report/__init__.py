@@ -11,12 +11,12 @@ from pathlib import Path
 
 from perceptsr.evaluation.report.plots import plot_pd
 from perceptsr.evaluation.report.run import compute_report
-from perceptsr.evaluation.report.specs import ModelSpec, parse_model_arg
+from perceptsr.evaluation.report.specs import ModelSpec, parse_model_spec
 from perceptsr.evaluation.report.tables import write_csv, write_json, write_markdown
 from perceptsr.evaluation.report.viewer import write_viewer
 from perceptsr.metrics.lpips import LPIPS
 
-__all__ = ["ModelSpec", "compute_report", "parse_model_arg", "run_report", "write_outputs"]
+__all__ = ["ModelSpec", "compute_report", "parse_model_spec", "run_report", "write_outputs"]
 
 
 def write_outputs(doc: dict, out: Path) -> list[Path]:

@@ -1,9 +1,5 @@
-"""What `perceptsr report` compares: model arguments (`NAME_OR_FILE[:key=value,...]`) and the metric columns.
-
-A model argument is `bicubic`, a bundled name or a release file, optionally followed by `:` and comma-separated
-options: `t=0.3` (FxSR style), `t_map=FILE`, `seg=auto|FILE`, `seg_model=FILE` (SFTGAN), `label=NAME` (the name
-in tables and the viewer). Conditional models left without options get their defaults (t = 0.8, seg = auto).
-"""
+"""What `perceptsr report` compares: the metric columns, label checks and cache keys of model arguments
+(`perceptsr.conditions.parse_model_spec`)."""
 
 from __future__ import annotations
 
@@ -13,10 +9,9 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from perceptsr.conditions import ConditionOptions
+from perceptsr.conditions import ModelSpec
 from perceptsr.errors import InputError
 
-OPTION_KEYS = ("t", "t_map", "seg", "seg_model", "label")
 CACHE_VERSION = "1"  # bump when the protocol changes, so old cached SR images and numbers are not reused
 
 
@@ -43,55 +38,6 @@ def metric_columns(scale: int, lpips_net: str | None) -> list[Metric]:
     if lpips_net is not None:
         columns.append(Metric("lpips", "LPIPS", False, f"LPIPS v0.1 {lpips_net}, RGB, crop {scale}"))
     return columns
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One compared model: where it comes from, its display label and its condition options."""
-
-    source: str
-    label: str
-    options: ConditionOptions
-
-    def option_text(self) -> str:
-        return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in asdict(self.options).items() if v is not None)
-
-
-def parse_model_arg(text: str) -> ModelSpec:
-    """`FILE:t=0.3,label=ours` -> ModelSpec; a bad option is a one-line InputError."""
-    source, values = text, {}
-    head, sep, tail = text.rpartition(":")
-    if sep and head and "=" in tail:
-        source = head
-        for item in tail.split(","):
-            key, eq, value = item.partition("=")
-            key = key.strip()
-            if not eq or key not in OPTION_KEYS or not value.strip():
-                raise InputError(f"model option {item!r} in {text!r}: use key=value with key one of "
-                                 f"{', '.join(OPTION_KEYS)}")
-            values[key] = value.strip()
-    if not source:
-        raise InputError(f"model argument {text!r} names no model")
-    t = None
-    if "t" in values:
-        try:
-            t = float(values["t"])
-        except ValueError:
-            raise InputError(f"model option t={values['t']!r} in {text!r} is not a number") from None
-    options = ConditionOptions(seg=values.get("seg"), seg_model=values.get("seg_model"), t=t,
-                               t_map=values.get("t_map"))
-    spec = ModelSpec(source=source, label="", options=options)
-    label = values.get("label") or default_label(source, spec.option_text())
-    return ModelSpec(source=source, label=label, options=options)
-
-
-def default_label(source: str, option_text: str) -> str:
-    """`bicubic`, the bundled name, or the file's stem; options in parentheses."""
-    from perceptsr.zoo.models import BUNDLED
-
-    name = source if source == "bicubic" or source in BUNDLED else Path(source).stem
-    return f"{name} ({option_text})" if option_text else name
 
 
 def check_labels(specs: list[ModelSpec]) -> None:
