@@ -22,7 +22,7 @@ from perceptsr.cli import main as cli
 from perceptsr.data.resize import degrade
 from perceptsr.errors import CheckpointError, InputError
 from perceptsr.evaluation.evaluate import evaluate
-from perceptsr.evaluation.report import parse_model_arg, run_report
+from perceptsr.evaluation.report import parse_model_spec, run_report
 from perceptsr.evaluation.report import run as report_run
 from perceptsr.evaluation.report.plots import find_sweep, plot_pd, sweep_curves
 from perceptsr.evaluation.report.viewer import render
@@ -83,20 +83,20 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_model_arguments() -> None:
-    plain = parse_model_arg("bicubic")
+    plain = parse_model_spec("bicubic")
     assert (plain.source, plain.label, plain.option_text()) == ("bicubic", "bicubic", "")
-    spec = parse_model_arg("runs/fx.safetensors:t=0.3,label=FxSR-0.3")
+    spec = parse_model_spec("runs/fx.safetensors:t=0.3,label=FxSR-0.3")
     assert (spec.source, spec.label, spec.options.t) == ("runs/fx.safetensors", "FxSR-0.3", 0.3)
-    assert parse_model_arg("fx.safetensors:t=0.5").label == "fx (t=0.5)"
-    assert parse_model_arg(r"C:\models\x.safetensors").source == r"C:\models\x.safetensors"  # no options
+    assert parse_model_spec("fx.safetensors:t=0.5").label == "fx (t=0.5)"
+    assert parse_model_spec(r"C:\models\x.safetensors").source == r"C:\models\x.safetensors"  # no options
     for bad in ("x.safetensors:t=abc", "x.safetensors:colour=red", "x.safetensors:t="):
         with pytest.raises(InputError):
-            parse_model_arg(bad)
+            parse_model_spec(bad)
 
 
 def test_numbers_follow_the_protocol_and_the_cache_is_reused(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     out = setup["root"] / "out"
-    models = [parse_model_arg("bicubic"), parse_model_arg(str(setup["model"]))]
+    models = [parse_model_spec("bicubic"), parse_model_spec(str(setup["model"]))]
     doc, files = run_report(models=models, data=[setup["data"]], scale=4, out=out, device="cpu", progress=False)
     bic, smooth = (m["id"] for m in doc["models"])
     assert doc["columns"][0]["key"] == "psnr_y" and "lpips" not in [c["key"] for c in doc["columns"]]
@@ -136,7 +136,7 @@ def test_numbers_follow_the_protocol_and_the_cache_is_reused(setup: dict, monkey
 
 def test_lpips_column_when_weights_are_loaded(setup: dict) -> None:
     out = setup["root"] / "with_lpips"
-    models = [parse_model_arg("bicubic"), parse_model_arg(f"{setup['model']}:label=smooth")]
+    models = [parse_model_spec("bicubic"), parse_model_spec(f"{setup['model']}:label=smooth")]
     doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, lpips=random_lpips(),
                         device="cpu", progress=False)
     assert doc["columns"][-1]["key"] == "lpips" and doc["lpips"] == {"available": True, "net": "alex", "note": ""}
@@ -155,7 +155,7 @@ def test_lpips_column_when_weights_are_loaded(setup: dict) -> None:
 
 def test_tables_name_conventions_and_mark_the_best(setup: dict) -> None:
     out = setup["root"] / "out"
-    models = [parse_model_arg("bicubic"), parse_model_arg(str(setup["model"]))]
+    models = [parse_model_spec("bicubic"), parse_model_spec(str(setup["model"]))]
     doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, device="cpu", progress=False)
     strict = json.loads((out / "results.json").read_text(),
                         parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
@@ -199,7 +199,7 @@ def test_sweep_files_are_found_and_plotted(setup: dict, tmp_path: Path) -> None:
 
 def test_viewer_page_escapes_labels(setup: dict) -> None:
     out = setup["root"] / "out"
-    models = [parse_model_arg("bicubic:label=</script><b>x")]
+    models = [parse_model_spec("bicubic:label=</script><b>x")]
     doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, device="cpu", progress=False)
     page = render(doc, ["results.md"])
     assert "</script><b>x" not in page and "{{" not in page
@@ -261,7 +261,7 @@ def test_conditional_model_defaults_and_options(setup: dict) -> None:
     model = spec.module(spec.tiny(4))
     path = setup["root"] / "fx.safetensors"
     save_release(path, arch="fxsr", config=model.config, state_dict=model.state_dict())
-    models = [parse_model_arg(str(path)), parse_model_arg(f"{path}:t=0"), parse_model_arg(f"{path}:t=0.8")]
+    models = [parse_model_spec(str(path)), parse_model_spec(f"{path}:t=0"), parse_model_spec(f"{path}:t=0.8")]
     doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=setup["root"] / "fx", device="cpu",
                         progress=False)
     default, zero, explicit = (doc["results"]["tiny"][m["id"]]["images"]["im0"] for m in doc["models"])

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from perceptsr.conditions import ModelSpec, parse_model_spec
 from perceptsr.evaluation.report.plots import plot_pd
 from perceptsr.evaluation.report.run import compute_report
-from perceptsr.evaluation.report.specs import ModelSpec, parse_model_spec
 from perceptsr.evaluation.report.tables import write_csv, write_json, write_markdown
 from perceptsr.evaluation.report.viewer import write_viewer
 from perceptsr.metrics.lpips import LPIPS

@@ -23,14 +23,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from perceptsr.conditions import build_conditions
+from perceptsr.conditions import ModelSpec, build_conditions
 from perceptsr.data.datasets import load_pair
 from perceptsr.data.resize import degrade
 from perceptsr.errors import InputError
 from perceptsr.evaluation.evaluate import score, upscale_quantised
 from perceptsr.evaluation.report.specs import (
     Metric,
-    ModelSpec,
     check_labels,
     file_sha256,
     metric_columns,
