@@ -6,33 +6,26 @@ through `cli.main` in-process (the same code path, without paying a torch import
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
+from conftest import run_cli as run
 from PIL import Image
 
 import perceptsr
-from perceptsr.cli.main import main
+from perceptsr.cli.main import build_parser, main
 from perceptsr.data.resize import degrade, imresize
 from perceptsr.io.images import read_image, write_image, write_png16
 from perceptsr.metrics import psnr
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "perceptsr", *args], env=ENV, capture_output=True, text=True,
-                          timeout=300)
 
 
 def photo(height: int = 24, width: int = 32, seed: int = 0) -> np.ndarray:
@@ -69,7 +62,7 @@ def test_metrics_json_contract(tmp_path: Path) -> None:
     result = run("metrics", "--gt", str(gt), "--sr", str(sr), "--crop-border", "4", "--y-channel", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert set(data) == {"images", "mean"} and set(data["images"]) == {"im0", "im1"}
+    assert set(data) >= {"images", "mean", "protocol"} and set(data["images"]) == {"im0", "im1"}
     assert set(data["mean"]) == {"psnr", "ssim"}
     direct = psnr(read_image(sr / "im0.png").rgb, read_image(gt / "im0.png").rgb, crop_border=4, y_channel=True)
     assert data["images"]["im0"]["psnr"] == pytest.approx(direct, abs=1e-9)
@@ -225,3 +218,390 @@ def test_repeated_and_listed_data_folders_all_count(command: str) -> None:
     args = build_parser().parse_args([command, "--model", "bicubic", "--data", "a", "b", "--data", "c",
                                       "--scale", "4", *extra])
     assert [str(p) for p in args.data] == ["a", "b", "c"]
+
+
+# ---- the command grammar (issue 15) and one exit for every user-caused failure (issue 16) ----
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def visible_options(command: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {s: a for a in command._actions for s in a.option_strings
+            if a.help != argparse.SUPPRESS and s not in ("-h", "--help")}
+
+
+def test_version_is_the_package_version() -> None:
+    import tomllib
+
+    done = run("--version")
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout == f"perceptsr {perceptsr.__version__}\n"
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == perceptsr.__version__
+
+
+def test_every_command_has_a_description_and_every_flag_a_help() -> None:
+    commands = subcommands()
+    assert set(commands) >= {"upscale", "degrade", "metrics", "eval", "report", "sweep", "demo", "segment", "train",
+                             "export", "convert", "models", "bench"}
+    for name, command in commands.items():
+        assert command.description and len(command.description) > 20, name
+        for action in command._actions:
+            if action.help == argparse.SUPPRESS:
+                assert action.option_strings, f"{name}: a hidden positional"
+                continue
+            assert action.help and action.help.strip(), f"{name} {action.option_strings or action.dest} has no help"
+
+
+def signature(action: argparse.Action) -> tuple:
+    return type(action).__name__, action.dest, action.type, action.choices, action.nargs, action.const
+
+
+# Options whose default or requiredness legitimately differs by command; their spelling and type may not.
+PER_COMMAND_DEFAULTS = {"-o", "--output", "--scale", "--model", "--crop-border", "--seg-model"}
+
+
+def test_the_same_option_is_spelled_and_typed_the_same_on_every_command() -> None:
+    seen: dict[str, tuple[str, tuple, object]] = {}
+    for name, command in subcommands().items():
+        for option, action in visible_options(command).items():
+            if option == "--model" and name in ("upscale", "bench"):
+                continue  # single on upscale; architectures on bench (both documented exceptions)
+            if option == "--seg-model" and name == "segment":
+                continue
+            default = None if option in PER_COMMAND_DEFAULTS else action.default
+            first = seen.setdefault(option, (name, signature(action), default))
+            assert (signature(action), default) == first[1:], f"{option}: {name} differs from {first[0]}"
+    # the shared groups are where the contract puts them
+    commands = {name: set(visible_options(c)) for name, c in subcommands().items()}
+    writers = ("upscale", "degrade", "report", "sweep", "demo", "segment", "train", "export", "convert")
+    groups = {
+        ("-o", "--output"): writers,
+        ("--overwrite",): tuple(n for n in writers if n != "train"),
+        ("--t", "--t-map", "--seg", "--seg-model"): ("upscale", "eval", "report", "demo"),
+        ("--precision", "--tile", "--tile-overlap", "--device", "--max-pixels", "--quiet"):
+            ("upscale", "eval", "report", "sweep", "demo"),
+        ("--crop-border", "--y-channel", "--rgb", "--no-mod-crop"): ("eval", "report", "sweep", "metrics"),
+        ("--data",): ("eval", "report", "sweep"),
+        ("--json",): ("eval", "metrics", "bench", "models"),
+        ("--model",): ("upscale", "eval", "report", "sweep", "demo", "bench"),
+    }
+    for options, names in groups.items():
+        for name in names:
+            assert set(options) <= commands[name], f"{name} lacks some of {options}"
+    for name in ("eval", "report", "sweep", "demo", "bench"):
+        assert isinstance(visible_options(subcommands()[name])["--model"], argparse._AppendAction), name
+    assert all("--out" not in options for options in commands.values())
+
+
+@pytest.mark.parametrize(("argv", "dest", "value", "line"), [
+    (["train", "c.yaml", "--out", "runs/x"], "output", Path("runs/x"), "--out is deprecated; use -o/--output"),
+    (["bench", "--models", "msrresnet, rrdb"], "model", ["msrresnet", "rrdb"], "--models is deprecated"),
+    (["sweep", "--model", "m", "--data", "d", "-o", "o", "--t", "0:1:0.5"], "t_values", "0:1:0.5",
+     "--t is deprecated; use --t-values"),
+])
+def test_deprecated_spellings_still_work_and_say_so_in_one_line(argv: list[str], dest: str, value: object, line: str,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    args = build_parser().parse_args(argv)
+    assert getattr(args, dest) == value
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("perceptsr: ") and line in err
+
+
+def test_old_train_spelling_end_to_end() -> None:
+    done = run("train", "no-such-config.yaml", "--out", "runs/never")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "perceptsr: --out is deprecated; use -o/--output"
+    assert len(lines) == 2 and lines[1].startswith("perceptsr: error:")
+
+
+def sample_argv(name: str) -> list[str]:
+    return {
+        "upscale": ["upscale", "a.png", "-o", "out", "--model", "bicubic:label=b", "--t", "0.5"],
+        "degrade": ["degrade", "a.png", "-o", "out", "--scale", "4"],
+        "metrics": ["metrics", "--gt", "hr", "--sr", "sr", "--scale", "4", "--rgb", "--metrics", "psnr,niqe"],
+        "eval": ["eval", "--model", "bicubic", "--data", "a", "--scale", "4", "--crop-border", "0"],
+        "report": ["report", "--model", "bicubic", "--data", "a", "--scale", "4", "-o", "out"],
+        "sweep": ["sweep", "--model", "bicubic", "--data", "a", "-o", "out", "--t-values", "0,1"],
+        "demo": ["demo", "a.png", "--model", "bicubic"],
+        "segment": ["segment", "a.png", "-o", "out"],
+        "train": ["train", "c.yaml", "-o", "runs/x", "--set", "a.b=1"],
+        "export": ["export", "runs/x", "-o", "x.safetensors"],
+        "convert": ["convert", "x.pth", "-o", "x.safetensors"],
+        "models": ["models", "--json"],
+        "bench": ["bench", "--model", "msrresnet", "--quick"],
+    }[name]
+
+
+@pytest.mark.parametrize("name", sorted(subcommands()))
+def test_every_parser_calls_its_command_with_typed_arguments(name: str) -> None:
+    import inspect
+
+    from perceptsr.conditions import ModelSpec
+    from perceptsr.evaluation.protocol import Protocol
+    from perceptsr.inference.upscale import RunOptions
+
+    args = build_parser().parse_args(sample_argv(name))
+    function, kwargs = args.bind(args)
+    inspect.signature(function).bind(**kwargs)  # every keyword the parser gives is one the function takes
+    assert not any(isinstance(v, argparse.Namespace) for v in kwargs.values())
+    if "run" in kwargs and name != "export":
+        assert isinstance(kwargs["run"], RunOptions)
+    if "protocol" in kwargs:
+        assert isinstance(kwargs["protocol"], Protocol)
+    if "models" in kwargs and name != "bench":
+        assert all(isinstance(m, ModelSpec) for m in kwargs["models"])
+    if name == "metrics":
+        assert kwargs["protocol"].border == 4 and not kwargs["protocol"].y_channel and kwargs["metrics"] == [
+            "psnr", "niqe"]
+    if name == "upscale":
+        assert kwargs["model"].label == "b" and kwargs["model"].options.t == 0.5
+    if name == "eval":
+        assert kwargs["protocol"].border == 0 and kwargs["protocol"].scale == 4
+
+
+def test_parser_defaults_agree_with_the_typed_defaults() -> None:
+    from perceptsr.inference.upscale import RunOptions
+    from perceptsr.io.images import DEFAULT_MAX_PIXELS
+
+    args = build_parser().parse_args(["upscale", "a.png", "-o", "out"])
+    assert args.bind(args)[1]["run"] == RunOptions()
+    assert args.max_pixels == DEFAULT_MAX_PIXELS
+    metrics = build_parser().parse_args(["metrics", "--sr", "x"])
+    protocol = metrics.bind(metrics)[1]["protocol"]
+    assert protocol.border == 0 and protocol.y_channel  # no --scale: nothing cropped
+
+
+def test_cli_modules_do_not_import_each_other_in_a_cycle() -> None:
+    import ast
+
+    cli = ROOT / "src" / "perceptsr" / "cli"
+    imports: dict[str, set[str]] = {}
+    for path in cli.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("perceptsr.cli"):
+                names |= {node.module.removeprefix("perceptsr.cli").lstrip(".") or a.name for a in node.names}
+        imports[path.stem] = names
+    for module in ("commands", "measure"):
+        assert not imports.get(module, set()) & {"main", "parser"}, f"{module} imports the parser"
+    assert "main" not in imports["parser"]
+
+
+def test_a_newline_in_a_file_name_stays_on_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "evil\nperceptsr: wrote 1 image(s).png"
+    bad.write_bytes(b"not an image")
+    done = run("upscale", str(bad), "-o", str(tmp_path / "out"), "--model", "bicubic")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("perceptsr: error:") and "evil\\nperceptsr" in done.stderr
+
+
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", "a.png", "-o", "out", "--precision", "fp64"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "fp64" in err and "--help" in err
+
+
+def one_image(tmp_path: Path) -> Path:
+    path = tmp_path / "a.png"
+    Image.fromarray(photo()).save(path)
+    return path
+
+
+@pytest.mark.parametrize("command", [["upscale", "--model", "bicubic"], ["degrade", "--scale", "2"],
+                                     ["demo", "--model", "bicubic", "--quiet"]])
+@pytest.mark.parametrize(("code", "expected"), [(28, "no space left on device"), (13, "Permission denied")])
+def test_os_errors_are_one_line_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture, code: int, expected: str,
+                                                command: list[str]) -> None:
+    import perceptsr.io.images as images
+
+    target = tmp_path / "out" / "a\n.png"
+
+    def failing(path: object, *args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code), str(target))
+
+    monkeypatch.setattr(images, "write_image", failing)
+    assert main([command[0], str(one_image(tmp_path)), "-o", str(tmp_path / "out"), *command[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("perceptsr: error:") and expected in err
+    assert "a\\n.png" in err
+
+
+def test_an_os_error_without_a_file_name_names_the_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    import perceptsr.io.images as images
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")  # as a write() to an open handle raises it
+
+    monkeypatch.setattr(images, "write_image", failing)
+    assert main(["upscale", str(one_image(tmp_path)), "-o", str(tmp_path / "out"), "--model", "bicubic"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"perceptsr: error: no space left on device (output: {tmp_path / 'out'})\n"
+
+
+@pytest.mark.parametrize("error", [
+    MemoryError(),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
+                 "to allocate 40000000000000 bytes. Error code 12 (Cannot allocate memory)"),
+])
+def test_running_out_of_memory_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture, error: BaseException) -> None:
+    import perceptsr.inference.upscale as upscale
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(upscale, "upscale_image", failing)
+    assert main(["upscale", str(one_image(tmp_path)), "-o", str(tmp_path / "out"), "--model", "bicubic"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not enough memory for `perceptsr upscale`" in err and "--tile" in err
+    assert isinstance(error, MemoryError) or "(tried to allocate 40000.0 GB)" in err
+    assert not (tmp_path / "out" / "a.png").exists()
+
+
+def test_a_bug_keeps_its_traceback_and_ctrl_c_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    import perceptsr.inference.upscale as upscale
+
+    argv = ["upscale", str(one_image(tmp_path)), "-o", str(tmp_path / "out"), "--model", "bicubic"]
+    monkeypatch.setattr(upscale, "upscale_image", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(argv)
+    monkeypatch.setattr(upscale, "upscale_image", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert main(argv) == 130
+    assert capsys.readouterr().err.endswith("perceptsr: interrupted\n")
+
+
+def test_warnings_print_as_one_line_without_source(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    import warnings
+
+    from perceptsr.cli import commands
+
+    def warn(**kwargs: object) -> int:
+        warnings.warn("RANDOM VGG weights\nin use", stacklevel=2)
+        return 0
+
+    monkeypatch.setattr(commands, "cmd_models", warn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["models"]) == 0
+    err = capsys.readouterr().err
+    assert err == "perceptsr: warning: RANDOM VGG weights\\nin use\n"
+
+
+def test_demo_checks_every_output_before_writing_any(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    image = one_image(tmp_path)
+    out = tmp_path / "demo"
+    (out).mkdir()
+    (out / "comparison.png").write_bytes(b"keep")
+    argv = ["demo", str(image), "-o", str(out), "--model", "bicubic", "--model", "bicubic:label=again", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "comparison.png already exists" in err and err.count("\n") == 1
+    assert sorted(p.name for p in out.rglob("*")) == ["comparison.png"]
+    assert (out / "comparison.png").read_bytes() == b"keep"
+    assert main([*argv, "--overwrite"]) == 0
+    assert (out / "bicubic" / "a.png").is_file() and (out / "again" / "a.png").is_file()
+    assert read_image(out / "comparison.png").rgb.shape[-1] > 3 * 4 * 32
+    # a condition flag no model takes is refused, as are two models writing to one folder
+    assert main(["demo", str(image), "-o", str(tmp_path / "d2"), "--model", "bicubic", "--t", "0.5"]) == 2
+    assert main(["demo", str(image), "-o", str(tmp_path / "d3"), "--model", "bicubic", "--model", "bicubic"]) == 2
+    assert not (tmp_path / "d2").exists() and not (tmp_path / "d3").exists()
+
+
+def test_demo_default_models_include_every_bundled_one() -> None:
+    from perceptsr.cli.commands import demo_model_names
+    from perceptsr.zoo.models import BUNDLED, bundled_path, default_model
+
+    names = demo_model_names()
+    assert names[0] == "bicubic" and default_model() in names
+    assert {n for n in BUNDLED if bundled_path(n)} <= set(names) and len(set(names)) == len(names)
+
+
+def test_model_options_on_upscale_are_refused_for_a_model_that_cannot_use_them(tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    assert main(["upscale", str(one_image(tmp_path)), "-o", str(tmp_path / "out"), "--model", "bicubic:t=0.3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "FxSR" in err
+
+
+def test_degrade_upscale_metrics_pipeline_on_odd_sizes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    Image.fromarray(photo(321, 481)).save(hr / "odd.png")  # BSD100's size: not a multiple of 4
+    assert main(["degrade", str(hr), "-o", str(tmp_path / "lr"), "--scale", "4", "--quiet"]) == 0
+    assert main(["upscale", str(tmp_path / "lr"), "-o", str(tmp_path / "sr"), "--model", "bicubic", "--scale", "4",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["metrics", "--gt", str(hr), "--sr", str(tmp_path / "sr"), "--scale", "4", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert 15 < data["mean"]["psnr"] < 60
+
+
+def test_a_closed_pipe_is_quiet(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from perceptsr.cli import commands
+
+    def closed(**kwargs: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(commands, "cmd_models", closed)
+    assert main(["models"]) == 1
+    assert capsys.readouterr().err == ""
+
+
+def readme_commands() -> list[str]:
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            line = re.sub(r"^OMP_NUM_THREADS=\d+ ", "", re.sub(r"\s#\s.*", "", line).strip())
+            if line.startswith("perceptsr "):  # optional parts in [brackets] left out
+                lines.append(" ".join(shlex.split(re.sub(r"\[[^]]*\]", "", line))[1:]))
+    for inline in re.findall(r"`((?:OMP_NUM_THREADS=\d+ )?perceptsr [a-z]+ [^`]*)`", text):
+        lines.append(re.sub(r"^(OMP_NUM_THREADS=\d+ )?perceptsr ", "", inline))
+    return lines
+
+
+def test_every_readme_command_parses_in_the_current_grammar(capsys: pytest.CaptureFixture) -> None:
+    import shlex
+
+    commands = readme_commands()
+    assert len(commands) > 30
+    parser = build_parser()
+    for line in commands:
+        words = shlex.split(line)
+        if words[0] not in subcommands():
+            continue
+        try:
+            parser.parse_args(words)
+        except SystemExit:
+            pytest.fail(f"README: `perceptsr {line}` does not parse: {capsys.readouterr().err}")
+        assert "deprecated" not in capsys.readouterr().err, line
+
+
+def test_condition_flags_are_defaults_for_the_models_that_take_them() -> None:
+    from perceptsr.conditions import ConditionOptions, options_for, parse_model_spec
+    from perceptsr.zoo.models import load_model
+
+    defaults = ConditionOptions(t=0.3, seg="auto")
+    bicubic = parse_model_spec("bicubic", defaults)
+    assert bicubic.label == "bicubic" and bicubic.defaulted == {"t", "seg"}
+    assert options_for(load_model("bicubic"), bicubic) == ConditionOptions()
+    own = parse_model_spec("bicubic:t=0.5", defaults)
+    assert own.defaulted == {"seg"} and options_for(load_model("bicubic"), own) == ConditionOptions(t=0.5)
+
+    class TakesT(torch.nn.Module):
+        condition_scales = {"t": 1}  # noqa: RUF012
+
+    fx = parse_model_spec("fx.safetensors", defaults)
+    assert fx.label == "fx (seg=auto,t=0.3)" and options_for(TakesT(), fx) == ConditionOptions(t=0.3)

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from foreign import (
+    OldSRResNet,
+    frsr_to_tf,
+    fxsr_to_original,
+    msrresnet_to_v0,
+    object_array,
+    randomized,
+    rrdb_to_old,
+    rrdb_to_trunk,
+    srfeat_to_tensorlayer,
+)
+from tolerance import assert_paths_close, network_depth
+from torch import Tensor, nn
 
+from perceptsr.archs import ARCHS, PRIORS
 from perceptsr.archs.srresnet import MSRResNet, MSRResNetConfig
 from perceptsr.convert import (
     CONVERTERS,
@@ -17,76 +34,11 @@ from perceptsr.convert import (
     read_checkpoint,
 )
 from perceptsr.errors import CheckpointError, InputError
-from perceptsr.zoo.release import load_release, read_release
-
-
-def randomized(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Weights far from any init, so a swapped or skipped tensor changes the output."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
-    return module.eval()
+from perceptsr.zoo.release import build, load_release, read_release
 
 
 def msrresnet(scale: int) -> MSRResNet:
     return randomized(MSRResNet(MSRResNetConfig(scale=scale, num_feat=8, num_block=2)))
-
-
-def to_v0(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse map, ours -> BasicSR v0.x names: body -> recon_trunk, conv_hr -> HRconv."""
-    renamed = {}
-    for key, value in state.items():
-        if key.startswith("body."):
-            key = "recon_trunk." + key[len("body.") :]
-        elif key.startswith("conv_hr."):
-            key = "HRconv." + key[len("conv_hr.") :]
-        renamed[key] = value
-    return renamed
-
-
-class OldResNetBlock(nn.Module):
-    """BasicSR-old `B.ResNetBlock` in mode CNA without norm: x + conv(relu(conv(x)))."""
-
-    def __init__(self, nf: int) -> None:
-        super().__init__()
-        self.res = nn.Sequential(nn.Conv2d(nf, nf, 3, 1, 1), nn.ReLU(), nn.Conv2d(nf, nf, 3, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.res(x)
-
-
-class OldShortcut(nn.Module):
-    def __init__(self, sub: nn.Module) -> None:
-        super().__init__()
-        self.sub = sub
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.sub(x)
-
-
-class OldSRResNet(nn.Module):
-    """BasicSR-old `architecture.SRResNet(norm_type=None, act_type='relu', mode='CNA',
-    upsample_mode='pixelshuffle')` rebuilt from its source, with its flattened `model.N` keys."""
-
-    def __init__(self, nf: int, nb: int, scale: int) -> None:
-        super().__init__()
-        factors = [3] if scale == 3 else [2] * (scale.bit_length() - 1)
-        upsampler = []
-        for factor in factors:
-            upsampler += [nn.Conv2d(nf, nf * factor * factor, 3, 1, 1), nn.PixelShuffle(factor), nn.ReLU()]
-        trunk = nn.Sequential(*[OldResNetBlock(nf) for _ in range(nb)], nn.Conv2d(nf, nf, 3, 1, 1))
-        self.model = nn.Sequential(
-            nn.Conv2d(3, nf, 3, 1, 1),
-            OldShortcut(trunk),
-            *upsampler,
-            nn.Conv2d(nf, nf, 3, 1, 1),
-            nn.ReLU(),
-            nn.Conv2d(nf, 3, 3, 1, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
 
 class NotATensor:
@@ -101,7 +53,7 @@ def test_msrresnet_v1_and_v0(scale: int) -> None:
     model = msrresnet(scale)
     for state, kind in (
         (model.state_dict(), "basicsr-msrresnet"),
-        (to_v0(model.state_dict()), "basicsr-msrresnet-v0"),
+        (msrresnet_to_v0(model.state_dict()), "basicsr-msrresnet-v0"),
     ):
         assert detect(state) == kind
         converted = convert_state(state)
@@ -124,8 +76,8 @@ def test_basicsr_old_srresnet(scale: int, tmp_path) -> None:
     assert (converted.config.scale, converted.config.num_feat, converted.config.num_block) == (scale, 8, 3)
     assert read_release(tmp_path / "release.safetensors").metadata["converter"] == "basicsr-srresnet-old"
     model = load_release(tmp_path / "release.safetensors")
-    with torch.no_grad():
-        torch.testing.assert_close(model(LR), old(LR), rtol=1e-6, atol=1e-6)
+    with torch.no_grad():  # the same convs in another module structure: equal up to float32 rounding
+        assert_paths_close(model(LR), old(LR), depth=network_depth(old), what=f"old SRResNet x{scale}")
 
 
 def test_canonicalize_prefers_params_ema_and_strips_module() -> None:
@@ -207,3 +159,138 @@ def test_convert_file_does_not_overwrite(tmp_path) -> None:
         convert_file(source, target)
     assert target.read_bytes() == before
     convert_file(source, target, overwrite=True)
+
+
+# --- the CONVERTERS table: every entry round-trips a tiny file ------------------------------------------------
+
+
+@dataclass
+class Case:
+    """A tiny foreign file for one converter: the network it was made from and the inputs to compare on."""
+
+    source: Path
+    net: nn.Module
+    inputs: dict[str, Tensor] = field(default_factory=dict)
+    lr: Tensor = field(default_factory=lambda: torch.rand(1, 3, 6, 7, generator=torch.Generator().manual_seed(3)))
+    method: str = "forward"  # the segmentation prior is compared on its logits (its softmax is ~flat here)
+
+
+def _ours(arch: str, scale: int, *, seed: int = 0) -> nn.Module:
+    """A tiny ARCHS/PRIORS network with every weight and BN statistic randomized."""
+    spec = ARCHS.get(arch) or PRIORS[arch]
+    torch.manual_seed(seed)
+    return randomized(build(arch, spec.tiny(scale)), seed=seed)
+
+
+def _save(path: Path, state: dict[str, Tensor]) -> Path:
+    torch.save({k: v.clone() for k, v in state.items()}, path)  # tensors only: what weights_only reads
+    return path
+
+
+def _seg(n: int, h: int, w: int) -> Tensor:
+    return torch.randn(n, 8, h, w, generator=torch.Generator().manual_seed(4)).mul(3).softmax(1)
+
+
+def _msrresnet(folder: Path) -> Case:
+    net = msrresnet(4)
+    return Case(_save(folder / "net_g.pth", net.state_dict()), net)
+
+
+def _msrresnet_v0(folder: Path) -> Case:
+    net = msrresnet(2)
+    return Case(_save(folder / "MSRResNet_x2.pth", msrresnet_to_v0(net.state_dict())), net)
+
+
+def _srresnet_old(folder: Path) -> Case:
+    torch.manual_seed(0)
+    net = randomized(OldSRResNet(nf=8, nb=2, scale=4))
+    return Case(_save(folder / "SRGAN_bicx4_noBN_DIV2K.pth", net.state_dict()), net)
+
+
+def _natsr(folder: Path) -> Case:
+    net = _ours("frsr", 4)
+    np.savez(folder / "NatSR.npz", **frsr_to_tf(net), global_step=np.array(5))
+    return Case(folder / "NatSR.npz", net)
+
+
+def _srfeat(folder: Path) -> Case:
+    net = _ours("srfeat", 4)
+    np.savez(folder / "SRFeat_full.npz", params=object_array(srfeat_to_tensorlayer(net)))
+    return Case(folder / "SRFeat_full.npz", net)
+
+
+def _sftgan(form: str) -> Callable[[Path], Case]:
+    def make(folder: Path) -> Case:
+        torch.manual_seed(0)
+        net = randomized(build("sftgan", ARCHS["sftgan"].tiny(4).__class__(
+            **{**vars(ARCHS["sftgan"].tiny(4)), "form": form})))
+        return Case(_save(folder / f"SFTGAN_{form}.pth", net.state_dict()), net, {"seg": _seg(1, 24, 28)})
+
+    return make
+
+
+def _outdoorsceneseg(folder: Path) -> Case:
+    net = _ours("outdoorsceneseg", 1)
+    old = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}  # PyTorch 0.4.0
+    caffe = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(5)) * 255 - 120
+    return Case(_save(folder / "segmentation_OST_bic.pth", old), net, lr=caffe, method="logits")
+
+
+def _fxsr(folder: Path) -> Case:
+    net = _ours("fxsr", 4)
+    t = torch.rand(1, 1, 6, 7, generator=torch.Generator().manual_seed(6))
+    return Case(_save(folder / "FxSR-PD-4x.pth", fxsr_to_original(net.state_dict())), net, {"t": t})
+
+
+def _rrdb_basicsr(folder: Path) -> Case:
+    net = _ours("rrdb", 2)
+    torch.save({"params_ema": dict(net.state_dict())}, folder / "RealESRGAN_x2plus.pth")  # BasicSR's wrapper
+    return Case(folder / "RealESRGAN_x2plus.pth", net)
+
+
+def _rrdb_trunk(folder: Path) -> Case:
+    net = _ours("rrdb", 4)
+    return Case(_save(folder / "RRDB_ESRGAN_x4.pth", rrdb_to_trunk(net.state_dict())), net)
+
+
+def _rrdb_old(folder: Path) -> Case:
+    net = _ours("rrdb", 4)
+    state = rrdb_to_old(net.state_dict(), net.config.num_block, net.rrdb_config.upsample_stages)
+    return Case(_save(folder / "4x_community_old_arch.pth", state), net)
+
+
+CASES: dict[str, Callable[[Path], Case]] = {
+    "basicsr-msrresnet": _msrresnet,
+    "basicsr-msrresnet-v0": _msrresnet_v0,
+    "basicsr-srresnet-old": _srresnet_old,
+    "natsr-tf": _natsr,
+    "srfeat-npz": _srfeat,
+    "sftgan-pytorch": _sftgan("pytorch"),
+    "sftgan-torch": _sftgan("torch"),
+    "outdoorsceneseg": _outdoorsceneseg,
+    "fxsr": _fxsr,
+    "basicsr-rrdbnet": _rrdb_basicsr,
+    "esrgan-rrdbnet": _rrdb_trunk,
+    "esrgan-rrdbnet-old": _rrdb_old,
+}
+
+
+@pytest.mark.parametrize("kind", list(CONVERTERS))
+def test_every_converter_round_trips_a_tiny_file(kind: str, tmp_path: Path) -> None:
+    """Write a tiny file in the converter's original layout and format, convert it (kind detected from the
+    file), load the release and compare forwards. A converter added to the table without a case here fails."""
+    assert kind in CASES, f"converter {kind!r} has no round-trip case in tests/test_convert.py CASES"
+    case = CASES[kind](tmp_path)
+    release = tmp_path / "release.safetensors"
+    convert_file(case.source, release)
+    assert read_release(release).metadata["converter"] == kind
+    loaded = load_release(release)
+    source, converted = getattr(case.net, case.method), getattr(loaded, case.method)
+    with torch.no_grad():
+        expected, got = source(case.lr, **case.inputs), converted(case.lr, **case.inputs)
+        tolerance = assert_paths_close(got, expected, depth=network_depth(case.net), what=f"{kind} release")
+        assert (expected - source(case.lr * 0.9, **case.inputs)).abs().max() > 10 * tolerance  # the input matters
+
+
+def test_every_case_is_a_converter() -> None:
+    assert set(CASES) <= set(CONVERTERS), f"cases without a converter: {sorted(set(CASES) - set(CONVERTERS))}"

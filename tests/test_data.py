@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import write_pngs
 from torch.utils.data import default_collate
 
 import perceptsr.data.datasets as data
@@ -23,16 +23,6 @@ from perceptsr.data.datasets import (
 from perceptsr.data.resize import degrade, modcrop
 from perceptsr.errors import ConfigError, InputError
 from perceptsr.io.images import read_image
-
-
-def write_pngs(folder: Path, sizes: list[tuple[int, int]], *, seed: int = 0, mode: str = "RGB") -> Path:
-    """Random 8-bit PNGs of the given (height, width) sizes, named im0.png, im1.png, ..."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i, (h, w) in enumerate(sizes):
-        shape = (h, w) if mode == "L" else (h, w, 3)
-        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(folder / f"im{i}.png")
-    return folder
 
 
 def make_dataset(folder: Path, **overrides: object) -> TrainDataset:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from tolerance import assert_paths_close, network_depth
 from torch.nn import functional as F  # noqa: N812
 
 from perceptsr.errors import ConfigError
@@ -137,7 +138,11 @@ def test_perceptual_loss_on_random_vgg() -> None:
     expected = F.l1_loss(features_sr["conv1_2"], features_hr["conv1_2"]) + 0.5 * F.l1_loss(
         features_sr["relu2_2"], features_hr["relu2_2"]
     )
-    assert value.item() == pytest.approx(expected.item(), rel=1e-5) and value.item() > 0
+    # sr and hr may go through the VGG as one batch: other kernels, so equal up to rounding at the features' scale
+    scale = max(float(f.detach().abs().max()) for f in (*features_sr.values(), *features_hr.values()))
+    assert_paths_close(value.detach(), expected.detach(), depth=network_depth(loss.extractor), min_scale=scale,
+                       what="perceptual loss vs its formula")
+    assert value.item() > 0
     assert loss(hr, hr).item() == 0.0
     value.backward()
     assert sr.grad is not None and sr.grad.abs().sum() > 0

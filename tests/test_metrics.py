@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from perceptsr.data.resize import degrade
 from perceptsr.errors import InputError
-from perceptsr.metrics import METRICS, MetricSpec, niqe, psnr, ssim
+from perceptsr.metrics import METRICS, MetricInputs, MetricSpec, check_metrics, lr_psnr, niqe, psnr, ssim
 
 PSNR_SSIM_ABS = 1e-9  # fixtures/README.md §3
 NIQE_ABS = 1e-3
@@ -137,12 +138,42 @@ def test_single_channel_ignores_y_channel():
 
 
 def test_metrics_table():
-    assert set(METRICS) == {"psnr", "ssim", "niqe"}
+    assert list(METRICS) == ["psnr", "ssim", "lr_psnr", "niqe", "lpips"]
     for key, spec in METRICS.items():
         assert isinstance(spec, MetricSpec) and spec.name == key
     assert METRICS["psnr"].needs_reference and METRICS["psnr"].higher_is_better
     assert METRICS["ssim"].needs_reference and METRICS["ssim"].higher_is_better
     assert not METRICS["niqe"].needs_reference and not METRICS["niqe"].higher_is_better
+    assert METRICS["lr_psnr"].needs == ("lr",) and METRICS["lpips"].needs == ("hr", "lpips")
     torch.manual_seed(3)
-    a, b = torch.rand(3, 16, 16), torch.rand(3, 16, 16)
-    assert METRICS["psnr"].function(a, b) == psnr(a, b) < 20
+    a, b = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    inputs = MetricInputs(sr=a, hr=b, crop_border=2, y_channel=False)
+    assert METRICS["psnr"].compute(inputs) == psnr(a, b, crop_border=2) < 20
+    assert METRICS["ssim"].compute(inputs) == ssim(a, b, crop_border=2)
+    with pytest.raises(InputError, match="needs the lpips"):
+        METRICS["lpips"].compute(inputs)
+    assert METRICS["psnr"].column(True) == "PSNR-Y" and METRICS["niqe"].column(False) == "NIQE"
+    assert METRICS["psnr"].describe(scale=4, crop_border=4, y_channel=False) == "dB on RGB, crop 4"
+    with pytest.raises(InputError, match="unknown metric 'psnrr'"):
+        check_metrics(["psnr", "psnrr"])
+
+
+def test_lr_psnr_is_the_ntire21_definition() -> None:
+    """SR downscaled by MATLAB bicubic and rounded to 8 bit, against the LR, RGB, no crop: an SR that downscales
+    back to its LR (the HR itself) is perfect (inf), where an unrounded downscale would score rounding noise."""
+    rng = np.random.default_rng(0)
+    hr = torch.from_numpy(rng.integers(0, 256, (1, 3, 48, 40)).astype(np.float32) / 255)
+    lr = degrade(hr, 4)
+    assert lr_psnr(hr, lr, scale=4) == math.inf
+    unrounded = psnr(degrade(hr, 4, bit_depth=None), lr)
+    assert 50 < unrounded < 70  # the other definition: a finite score for a perfectly consistent SR
+    noisy = (hr + torch.from_numpy(rng.normal(0, 8, hr.shape).astype(np.float32) / 255)).clamp(0, 1)
+    noisy = torch.round(noisy * 255) / 255
+    expected = psnr(torch.round(degrade(noisy, 4, bit_depth=None).clamp(0, 1) * 255) / 255, lr)
+    assert lr_psnr(noisy, lr, scale=4) == expected and math.isfinite(expected)
+    assert lr_psnr(noisy, lr, scale=4) != psnr(degrade(noisy, 4, bit_depth=None), lr)  # the rounding matters
+    assert METRICS["lr_psnr"].compute(MetricInputs(sr=noisy, lr=lr, scale=4)) == expected
+    with pytest.raises(InputError, match="scale of 2 or more"):
+        lr_psnr(hr, hr, scale=1)
+    with pytest.raises(InputError, match="LR-PSNR"):
+        lr_psnr(hr, lr[..., :-1, :], scale=4)

@@ -5,64 +5,48 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from conftest import ENV, tiny_release, write_pngs
 from PIL import Image
 
-from perceptsr.archs import ARCHS
 from perceptsr.cli import main as cli
 from perceptsr.data.resize import degrade
 from perceptsr.errors import CheckpointError, InputError
+from perceptsr.evaluation import evaluate as evaluate_module
 from perceptsr.evaluation.evaluate import evaluate
-from perceptsr.evaluation.report import parse_model_spec, run_report
-from perceptsr.evaluation.report import run as report_run
+from perceptsr.evaluation.protocol import Protocol
+from perceptsr.evaluation.report import parse_model_spec
+from perceptsr.evaluation.report import run_report as _run_report
 from perceptsr.evaluation.report.plots import find_sweep, plot_pd, sweep_curves
 from perceptsr.evaluation.report.viewer import render
+from perceptsr.evaluation.strict_json import loads as strict_loads
+from perceptsr.evaluation.strict_json import to_json
+from perceptsr.inference.upscale import RunOptions
 from perceptsr.io.images import read_image
 from perceptsr.metrics import psnr
 from perceptsr.metrics.lpips import LPIPS
 from perceptsr.zoo.models import load_model
-from perceptsr.zoo.release import save_release
 
-ROOT = Path(__file__).resolve().parents[1]
+CPU = RunOptions(device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions: one thread is many times faster than two on a shared, loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def run_report(*, scale: int = 4, protocol: Protocol | None = None, **kwargs: object) -> tuple[dict, list[Path]]:
+    return _run_report(protocol=protocol or Protocol(scale), run=CPU, progress=False, **kwargs)
 
 
 def write_set(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i, (h, w) in enumerate(sizes):
-        base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
-        Image.fromarray(base).resize((w, h), Image.BICUBIC).save(folder / f"im{i}.png")
-    return folder
+    return write_pngs(folder, sizes, seed=seed, block=8)
 
 
 def smooth_release(path: Path, scale: int = 4) -> Path:
     """A tiny MSRResNet with near-zero weights (output ≈ its bilinear skip): a bicubic-like model file."""
-    torch.manual_seed(0)
-    spec = ARCHS["msrresnet"]
-    model = spec.module(spec.tiny(scale))
-    with torch.no_grad():
-        for param in model.parameters():
-            param.mul_(0.05)
-    save_release(path, arch="msrresnet", config=model.config, state_dict=model.state_dict())
-    return path
+    return tiny_release(path, "msrresnet", scale, weight_scale=0.05)
 
 
 def random_lpips() -> LPIPS:
@@ -97,48 +81,59 @@ def test_model_arguments() -> None:
 def test_numbers_follow_the_protocol_and_the_cache_is_reused(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     out = setup["root"] / "out"
     models = [parse_model_spec("bicubic"), parse_model_spec(str(setup["model"]))]
-    doc, files = run_report(models=models, data=[setup["data"]], scale=4, out=out, device="cpu", progress=False)
+    doc, files = run_report(models=models, data=[setup["data"]], out=out)
     bic, smooth = (m["id"] for m in doc["models"])
-    assert doc["columns"][0]["key"] == "psnr_y" and "lpips" not in [c["key"] for c in doc["columns"]]
-    # Y and RGB numbers are those of the shared evaluator (same pairs, same quantisation)
-    for y_channel, suffix in ((True, "y"), (False, "rgb")):
-        ref = evaluate(load_model("bicubic", scale=4), setup["data"], scale=4, y_channel=y_channel,
-                       metrics=("psnr", "ssim"), progress=False)
-        for stem, values in ref.images.items():
-            got = doc["results"]["tiny"][bic]["images"][stem]
-            assert got[f"psnr_{suffix}"] == pytest.approx(values["psnr"], abs=1e-9)
-            assert got[f"ssim_{suffix}"] == pytest.approx(values["ssim"], abs=1e-9)
+    assert [c["key"] for c in doc["columns"]] == ["psnr", "ssim", "lr_psnr", "niqe"]
+    assert doc["protocol"]["description"] == "Y, crop 4, HR mod-cropped to 4" and doc["run"]["tile_overlap"] == 32
+    # the numbers are the shared evaluator's, exactly (same pairs, same SR path, same quantisation)
+    for spec, mid in zip(models, (bic, smooth), strict=True):
+        ref = evaluate(load_model(spec.source, scale=4), setup["data"], scale=4, run=CPU)
+        assert to_json(doc["results"]["tiny"][mid]["images"]) == to_json(ref.images)  # NaN (NIQE) -> None
+    # an RGB report follows its protocol
+    rgb, _ = run_report(models=models[:1], data=[setup["data"]], out=setup["root"] / "rgb",
+                        protocol=Protocol(4, y_channel=False))
+    ref = evaluate(load_model("bicubic", scale=4), setup["data"], protocol=Protocol(4, y_channel=False), run=CPU)
+    assert rgb["results"]["tiny"][rgb["models"][0]["id"]]["mean"]["psnr"] == ref.mean["psnr"]
+    assert rgb["columns"][0]["header"] == "PSNR-RGB" and doc["columns"][0]["header"] == "PSNR-Y"
     images = doc["results"]["tiny"][smooth]["images"]
     sr = read_image(out / "sr" / smooth / "tiny" / "im0.png").rgb
     lr = degrade(read_image(setup["data"] / "im0.png").rgb, 4)
-    assert images["im0"]["lr_psnr"] == pytest.approx(psnr(degrade(sr, 4), lr))
-    assert 20 < images["im0"]["psnr_y"] < 60 and images["im0"]["psnr_y"] != images["im0"]["psnr_rgb"]
+    assert images["im0"]["lr_psnr"] == psnr(degrade(sr, 4), lr)  # the one LR-PSNR: SR downscaled, rounded to 8 bit
+    assert 20 < images["im0"]["psnr"] < 60
     assert math.isfinite(images["im0"]["niqe"]) and math.isnan(images["im1"]["niqe"])  # 64x60: too small
     assert doc["results"]["tiny"][smooth]["mean"]["niqe"] == images["im0"]["niqe"]  # NaN left out of the mean
     assert [p.name for p in files] == ["results.json", "results.csv", "results.md", "pd_niqe.png", "index.html"]
 
     calls = []
-    monkeypatch.setattr(report_run, "upscale_quantised", lambda *a, **k: calls.append(a) or pytest.fail("ran"))
-    again, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, device="cpu", progress=False)
-    assert json.dumps(report_run.to_json(again)) == json.dumps(report_run.to_json(doc))
+    runner = evaluate_module._Runner
+    monkeypatch.setattr(runner, "__call__", lambda *a, **k: calls.append(a) or pytest.fail("ran"))
+    monkeypatch.setattr(evaluate_module, "measure", lambda *a, **k: pytest.fail("measured"))
+    again, _ = run_report(models=models, data=[setup["data"]], out=out)
+    assert json.dumps(to_json(again)) == json.dumps(to_json(doc))
 
     # a changed HR image is recomputed (for every model), the other image is not
     monkeypatch.undo()
-    real = report_run.upscale_quantised
-    monkeypatch.setattr(report_run, "upscale_quantised", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = runner.__call__
+    monkeypatch.setattr(runner, "__call__", lambda *a, **k: calls.append(a) or real(*a, **k))
     changed = setup["root"] / "changed" / "tiny"
     changed.mkdir(parents=True)
     shutil.copyfile(setup["data"] / "im0.png", changed / "im0.png")
     Image.open(setup["data"] / "im1.png").transpose(Image.FLIP_LEFT_RIGHT).save(changed / "im1.png")
-    run_report(models=models, data=[changed], scale=4, out=out, device="cpu", progress=False)
+    run_report(models=models, data=[changed], out=out)
     assert len(calls) == 2  # im1 for both models
+    # another protocol reuses the SR images but measures again
+    monkeypatch.setattr(runner, "__call__", lambda *a, **k: calls.append(a) or pytest.fail("ran"))
+    cropped, _ = run_report(models=models, data=[changed], out=out, protocol=Protocol(4, crop_border=0))
+    assert cropped["results"]["tiny"][bic]["mean"]["psnr"] != doc["results"]["tiny"][bic]["mean"]["psnr"]
+    # the cache's meta files are strict JSON
+    for meta in (out / "sr").rglob("*.json"):
+        strict_loads(meta.read_text())
 
 
 def test_lpips_column_when_weights_are_loaded(setup: dict) -> None:
     out = setup["root"] / "with_lpips"
     models = [parse_model_spec("bicubic"), parse_model_spec(f"{setup['model']}:label=smooth")]
-    doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, lpips=random_lpips(),
-                        device="cpu", progress=False)
+    doc, _ = run_report(models=models, data=[setup["data"]], out=out, lpips=random_lpips())
     assert doc["columns"][-1]["key"] == "lpips" and doc["lpips"] == {"available": True, "net": "alex", "note": ""}
     values = [doc["results"]["tiny"][m["id"]]["images"]["im0"]["lpips"] for m in doc["models"]]
     assert all(v > 0 for v in values) and values[0] != values[1]
@@ -146,8 +141,7 @@ def test_lpips_column_when_weights_are_loaded(setup: dict) -> None:
     md = (out / "results.md").read_text()
     assert "LPIPS ↓" in md and "LPIPS v0.1 alex, RGB, crop 4" in md
     # without weights the column is left out, never filled in
-    doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, lpips_note="no weights offline",
-                        device="cpu", progress=False)
+    doc, _ = run_report(models=models, data=[setup["data"]], out=out, lpips_note="no weights offline")
     assert "lpips" not in doc["results"]["tiny"][doc["models"][0]["id"]]["mean"]
     assert "LPIPS: unavailable (no weights offline)" in (out / "results.md").read_text()
     assert "lpips" not in (out / "results.csv").read_text()
@@ -156,19 +150,18 @@ def test_lpips_column_when_weights_are_loaded(setup: dict) -> None:
 def test_tables_name_conventions_and_mark_the_best(setup: dict) -> None:
     out = setup["root"] / "out"
     models = [parse_model_spec("bicubic"), parse_model_spec(str(setup["model"]))]
-    doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, device="cpu", progress=False)
-    strict = json.loads((out / "results.json").read_text(),
-                        parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    doc, _ = run_report(models=models, data=[setup["data"]], out=out)
+    strict = strict_loads((out / "results.json").read_text())
     assert strict["results"]["tiny"][doc["models"][0]["id"]]["images"]["im1"]["niqe"] is None
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 2 * (2 + 1) and {r["image"] for r in rows} == {"im0", "im1", "mean"}
-    assert float(rows[0]["psnr_y"]) == pytest.approx(doc["results"]["tiny"][doc["models"][0]["id"]]["images"]
-                                                     ["im0"]["psnr_y"])
+    assert float(rows[0]["psnr"]) == doc["results"]["tiny"][doc["models"][0]["id"]]["images"]["im0"]["psnr"]
     md = (out / "results.md").read_text()
-    assert "MATLAB Y channel" in md and "on RGB" in md and "crop 4" in md
+    assert "MATLAB Y channel" in md and "on RGB" in md and "crop 4" in md and "Y, crop 4, HR mod-cropped to 4" in md
+    assert "fast path, fp32, tile auto, overlap 32" in md
     table = [line for line in md.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| model | PSNR-Y ↑ | SSIM-Y ↑ | PSNR-RGB ↑")
-    for column in range(1, 7):
+    assert table[0].startswith("| model | PSNR-Y ↑ | SSIM-Y ↑ | LR-PSNR ↑ | NIQE ↓")
+    for column in range(1, 5):
         cells = [line.split(" | ")[column] for line in table[1:]]
         assert sum(c.startswith("**") for c in cells) >= 1, (column, cells)
 
@@ -190,8 +183,9 @@ def test_sweep_files_are_found_and_plotted(setup: dict, tmp_path: Path) -> None:
     assert sweep_curves({**found, "protocol": {"y_channel": False}}, "niqe") == {}  # RGB PSNR: not on this axis
     (tmp_path / "fx.sweep.json").write_text(json.dumps({**sweep, "rows": rows[:1]}))
     assert find_sweep(model, tmp_path / "out")["rows"] == rows[:1]  # beside the model file wins
-    doc = {"scale": 4, "columns": [{"key": "psnr_y"}, {"key": "niqe"}], "datasets": [{"name": "tiny"}],
-           "models": [model], "results": {"tiny": {"x": {"mean": {"psnr_y": 29.0, "niqe": 5.0}}}}}
+    doc = {"scale": 4, "protocol": {"y_channel": True, "crop_border": 4}, "columns": [{"key": "psnr"}, {"key": "niqe"}],
+           "datasets": [{"name": "tiny"}], "models": [model],
+           "results": {"tiny": {"x": {"mean": {"psnr": 29.0, "niqe": 5.0}}}}}
     (tmp_path / "fx.sweep.json").unlink()
     assert [p.name for p in plot_pd(doc, tmp_path / "out")] == ["pd_niqe.png"]
     assert Image.open(tmp_path / "out" / "pd_niqe.png").size[0] > 300
@@ -200,7 +194,7 @@ def test_sweep_files_are_found_and_plotted(setup: dict, tmp_path: Path) -> None:
 def test_viewer_page_escapes_labels(setup: dict) -> None:
     out = setup["root"] / "out"
     models = [parse_model_spec("bicubic:label=</script><b>x")]
-    doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=out, device="cpu", progress=False)
+    doc, _ = run_report(models=models, data=[setup["data"]], out=out)
     page = render(doc, ["results.md"])
     assert "</script><b>x" not in page and "{{" not in page
     start = page.index('id="report-data">') + len('id="report-data">')
@@ -222,8 +216,7 @@ def test_cli_lpips_unavailable_is_one_line(setup: dict, tmp_path: Path, monkeypa
     err = capsys.readouterr().err
     assert code == 0
     assert [line for line in err.splitlines() if "LPIPS" in line] == [
-        "perceptsr: LPIPS unavailable, left out of the report: AlexNet ImageNet weights are not available "
-        "offline (no network)"]
+        "perceptsr: LPIPS left out: AlexNet ImageNet weights are not available offline (no network)"]
     assert "LPIPS: unavailable" in (out / "results.md").read_text()
     # an explicit folder that does not work is an error, not a silent omission
     code = cli.main(["report", "--model", "bicubic", "--data", str(setup["data"]), "--scale", "4", "-o", str(out),
@@ -232,7 +225,7 @@ def test_cli_lpips_unavailable_is_one_line(setup: dict, tmp_path: Path, monkeypa
 
 
 def test_cli_end_to_end(setup: dict, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    env = ENV
     out = tmp_path / "e2e"
     done = subprocess.run([sys.executable, "-m", "perceptsr", "report", "--data", str(setup["data"]), "--scale", "4",
                            "--no-lpips", "--quiet", "--device", "cpu", "--model", "bicubic", "--model",
@@ -256,15 +249,20 @@ def test_cli_bad_input_is_one_line_and_writes_no_results(setup: dict, tmp_path: 
 
 
 def test_conditional_model_defaults_and_options(setup: dict) -> None:
-    torch.manual_seed(1)
-    spec = ARCHS["fxsr"]
-    model = spec.module(spec.tiny(4))
-    path = setup["root"] / "fx.safetensors"
-    save_release(path, arch="fxsr", config=model.config, state_dict=model.state_dict())
+    path = tiny_release(setup["root"] / "fx.safetensors", "fxsr", 4, seed=1)
     models = [parse_model_spec(str(path)), parse_model_spec(f"{path}:t=0"), parse_model_spec(f"{path}:t=0.8")]
-    doc, _ = run_report(models=models, data=[setup["data"]], scale=4, out=setup["root"] / "fx", device="cpu",
-                        progress=False)
+    doc, _ = run_report(models=models, data=[setup["data"]], out=setup["root"] / "fx")
     default, zero, explicit = (doc["results"]["tiny"][m["id"]]["images"]["im0"] for m in doc["models"])
     assert [m["label"] for m in doc["models"]] == ["fx", "fx (t=0)", "fx (t=0.8)"]
-    assert default == explicit and default["psnr_y"] != zero["psnr_y"]  # default t = 0.8, as FxSR's test
+    assert default == explicit and default["psnr"] != zero["psnr"]  # default t = 0.8, as FxSR's test
     assert len({m["id"] for m in doc["models"]}) == 3  # options are part of the cache key
+
+
+def test_csv_cells_cannot_carry_a_formula(setup: dict) -> None:
+    out = setup["root"] / "formula"
+    run_report(models=[parse_model_spec("bicubic:label==1+1"), parse_model_spec("bicubic:label=@SUM(A1)")],
+               data=[setup["data"]], out=out)
+    rows = list(csv.reader((out / "results.csv").open()))
+    assert {row[1] for row in rows[1:]} == {"'=1+1", "'@SUM(A1)"}
+    assert all(not cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row[:3])
+    assert float(rows[1][3]) > 20  # numbers stay numbers

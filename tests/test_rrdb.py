@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import flat_noisy_images
+from foreign import rrdb_to_old as to_old
+from foreign import rrdb_to_trunk as to_trunk
 
 from perceptsr.archs.rrdb import RRDBNet, RRDBNetConfig
 from perceptsr.convert import CONVERTERS, convert_state, detect
@@ -16,15 +18,6 @@ from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
 from perceptsr.engine.setup import build_method, parse_train_config
 from perceptsr.engine.train import Trainer
 from perceptsr.errors import CheckpointError, ConfigError
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads spin against other jobs and run ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_rrdb(scale: int, *, unshuffle: bool = True, seed: int = 0) -> RRDBNet:
@@ -54,34 +47,6 @@ def test_config_rejects_bad_values() -> None:
     for bad in ({"scale": 3}, {"num_feat": 0}, {"num_block": -1}):
         with pytest.raises(ConfigError):
             RRDBNetConfig(**bad)
-
-
-def to_trunk(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse map, ours -> xinntao/ESRGAN (post-2019) names."""
-    out = {}
-    for key, value in state.items():
-        key = key.replace("body.", "RRDB_trunk.", 1).replace(".rdb", ".RDB") if key.startswith("body.") else key
-        for ours, theirs in (("conv_body.", "trunk_conv."), ("conv_up", "upconv"), ("conv_hr.", "HRconv.")):
-            if key.startswith(ours):
-                key = theirs + key[len(ours):]
-        out[key] = value
-    return out
-
-
-def to_old(state: dict[str, torch.Tensor], num_block: int, stages: int) -> dict[str, torch.Tensor]:
-    """Inverse map, ours -> the original ESRGAN `B.sequential` layout (model.N, convs wrapped as `.0`)."""
-    named = {"conv_first": "model.0", "conv_body": f"model.1.sub.{num_block}",
-             "conv_hr": f"model.{2 + 3 * stages}", "conv_last": f"model.{4 + 3 * stages}"}
-    named.update({f"conv_up{s}": f"model.{3 * s}" for s in range(1, stages + 1)})
-    out = {}
-    for key, value in state.items():
-        module, param = key.rsplit(".", 1)
-        if module.startswith("body."):
-            _, i, rdb, conv = module.split(".")
-            out[f"model.1.sub.{i}.RDB{rdb[-1]}.{conv}.0.{param}"] = value
-        else:
-            out[f"{named[module]}.{param}"] = value
-    return out
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli as cli
 from PIL import Image
 
 from perceptsr.archs import ARCHS, PRIORS
@@ -20,18 +18,15 @@ from perceptsr.archs.srresnet import SRResNet, SRResNetConfig
 from perceptsr.cli.main import main
 from perceptsr.conditions.seg import CLASS_COLORS, read_mapping, seg_condition, segment_image
 from perceptsr.data.resize import degrade
+from perceptsr.data.segpairs import SegTrainDataset, image_label
 from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
 from perceptsr.engine.setup import build_method, parse_train_config
 from perceptsr.engine.train import Trainer
 from perceptsr.errors import CheckpointError, ConfigError, InputError
 from perceptsr.io.images import read_image, write_image
-from perceptsr.methods.sftgan import SegTrainDataset, image_label, init_from_srresnet, is_sft
+from perceptsr.methods.transfer import init_from_srresnet, is_sft
 from perceptsr.zoo.models import load_model
 from perceptsr.zoo.release import save_release
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-ENV.pop("PERCEPTSR_SEG_MODEL", None)
 
 
 def tiny_sft(form: str = "pytorch") -> SFTNet:
@@ -271,13 +266,8 @@ def test_init_from_srresnet_adds_fresh_sft_layers() -> None:
     assert all(own[k].abs().max() == 0 for k in fresh if k.endswith("bias"))
     assert 0 < own["CondNet.2.weight"].std() < 0.1 * 2 / 8**0.5  # kaiming (std sqrt(2/fan_in)) x 0.1
     paper = SRResNet(SRResNetConfig(num_feat=8, num_block=1)).state_dict()
-    with pytest.raises(CheckpointError, match="no place"):
+    with pytest.raises(CheckpointError, match="does not have"):
         init_from_srresnet(SFTNet(SFTNetConfig(num_feat=8, num_block=1)), paper)
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "perceptsr", *args], env=ENV, capture_output=True, text=True,
-                          timeout=300)
 
 
 def test_segment_and_upscale_end_to_end(shared, releases: tuple[Path, Path], tmp_path: Path,

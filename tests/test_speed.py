@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import platform
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ENV, run_cli
+from tolerance import assert_paths_close, native_bf16, network_depth, precisions, rounding_layers
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
@@ -32,7 +33,6 @@ from perceptsr.inference import fast as speed
 from perceptsr.inference.bench import build_arch, example_input
 from perceptsr.zoo.models import BUNDLED, bundled_path, load_model
 
-ROOT = Path(__file__).resolve().parents[1]
 MAX_DROP_DB = 0.05
 
 
@@ -68,9 +68,7 @@ class NaNInReducedPrecision(nn.Module):
 
 
 def test_bench_quick_json_follows_the_contract() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    done = subprocess.run([sys.executable, "-m", "perceptsr", "bench", "--quick", "--json", "--models", "msrresnet"],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    done = run_cli("bench", "--quick", "--json", "--models", "msrresnet")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     roof = result["roofline_gflops"]
@@ -94,8 +92,7 @@ def test_bench_quick_json_follows_the_contract() -> None:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc setting is glibc's")
 @pytest.mark.parametrize(("preset", "expected"), [(None, "1 True"), ("0", "0 False")])
 def test_allocator_configure_sets_both_unless_told_not_to(preset: str | None, expected: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "PERCEPTSR_KEEP_FREED_MEMORY")}
-    env["PYTHONPATH"] = str(ROOT / "src")
+    env = {k: v for k, v in ENV.items() if k not in ("THP_MEM_ALLOC_ENABLE", "PERCEPTSR_KEEP_FREED_MEMORY")}
     if preset is not None:
         env.update(THP_MEM_ALLOC_ENABLE=preset, PERCEPTSR_KEEP_FREED_MEMORY=preset)
     code = "import os; from perceptsr.inference import allocator; allocator.configure(); " \
@@ -146,13 +143,14 @@ def test_nan_in_reduced_precision_falls_back_to_fp32(caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING, logger="perceptsr.inference.fast"):
         out = fast(lr)
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    assert_paths_close(out, expected, depth=network_depth(model), what="fp32 rerun vs eager")
     assert fast.precision == "fp32"
     assert any("NaN" in r.message for r in caplog.records)
 
 
+@pytest.mark.parametrize("precision", precisions("fp32", "bf16"))
 @pytest.mark.parametrize("arch", [name for name in ARCHS if name != "bicubic"])
-def test_fp32_fast_path_equals_eager(arch: str) -> None:
+def test_fast_path_equals_eager(arch: str, precision: str) -> None:
     eager = build_arch(arch, tiny=True)
     generator = torch.Generator().manual_seed(1)
     for module in eager.modules():  # trained-looking BN statistics, so folding BN into convs is really tested
@@ -163,7 +161,8 @@ def test_fp32_fast_path_equals_eager(arch: str) -> None:
     lr, conditions = example_input(eager, 12)
     with torch.no_grad():
         expected = eager(lr, **conditions)
-    fast = speed.prepare(copy.deepcopy(eager), precision="fp32")
+    fast = speed.prepare(copy.deepcopy(eager), precision=precision)
+    assert fast.precision == precision
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.model.modules())
     if torch.backends.mkldnn.is_available():  # the network traced, so the CPU rewrites happened
         from perceptsr.inference.fusion import FusedConv
@@ -172,9 +171,9 @@ def test_fp32_fast_path_equals_eager(arch: str) -> None:
     out = fast(lr, **conditions)
     assert out.is_contiguous() and out.dtype == torch.float32
     assert expected.abs().max() > 0.01  # a real output, not zeros
-    # 1e-5 on the [0,1] scale; tiny random nets can output values of ~10, where float32 reordering (NHWC
-    # kernels sum in another order) is worth ~1e-6 relative
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5 * max(1.0, float(expected.abs().max())))
+    # fp32: NHWC kernels sum in another order; bf16: every layer's inputs and output are rounded to 8 bits
+    depth = network_depth(eager) if precision == "fp32" else rounding_layers(eager)
+    assert_paths_close(out, expected, dtype=precision, depth=depth, what=f"{arch} {precision} fast vs eager")
 
 
 def test_fusion_folds_bn_and_fuses_what_follows_convs() -> None:
@@ -208,19 +207,39 @@ def test_fused_conv_equals_the_ops_it_replaces(shuffle: int, activation: tuple[s
     other = torch.randn(2, 4 * shuffle**2, 7, 5, generator=generator)
     acts = {None: lambda y: y, "relu": F.relu, "leaky_relu": lambda y: F.leaky_relu(y, 0.2)}
     act = acts[activation and activation[0]]
+    depth = network_depth(conv)
     with torch.inference_mode():
         shuffled = FusedConv(conv, activation=activation, shuffle=shuffle)(x)
-        torch.testing.assert_close(shuffled, act(F.pixel_shuffle(conv(x), shuffle)), rtol=0, atol=1e-6)
+        assert_paths_close(shuffled, act(F.pixel_shuffle(conv(x), shuffle)), depth=depth, what="conv+shuffle+act")
         residual = FusedConv(conv, scale=0.2)
-        torch.testing.assert_close(residual(x, other), conv(x) * 0.2 + other, rtol=0, atol=1e-6)
-        torch.testing.assert_close(residual(x, other[:, :1]), conv(x) * 0.2 + other[:, :1], rtol=0, atol=1e-6)
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 `other` under bf16: the separate ops, as eager
+        tolerance = assert_paths_close(residual(x, other), conv(x) * 0.2 + other, depth=depth,
+                                       what="0.2 * conv + other")
+        assert_paths_close(residual(x, other[:, :1]), conv(x) * 0.2 + other[:, :1], depth=depth,
+                           what="0.2 * conv + a broadcast other")
+        assert (conv(x) * 0.25 + other - residual(x, other)).abs().max() > 100 * tolerance  # a wrong scale fails
+
+
+@pytest.mark.parametrize("precision", precisions("bf16"))
+def test_fused_conv_under_reduced_precision(precision: str) -> None:
+    """fp32 `other` under autocast: the separate ops, as eager; a reduced `other`: the fused op, in that dtype."""
+    from perceptsr.inference.fusion import FusedConv
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    generator = torch.Generator().manual_seed(2)
+    conv = nn.Conv2d(8, 16, 3, padding=1)
+    x = torch.randn(2, 8, 7, 5, generator=generator).contiguous(memory_format=torch.channels_last)
+    other = torch.randn(2, 16, 7, 5, generator=generator)
+    residual = FusedConv(conv, scale=0.2)
+    with torch.inference_mode():
+        exact = conv(x) * 0.2 + other
+        with torch.autocast("cpu", dtype=dtype):
             mixed, expected = residual(x, other), conv(x) * 0.2 + other
             assert mixed.dtype == expected.dtype == torch.float32
-            half = residual(x, other.bfloat16())
-        torch.testing.assert_close(mixed, expected, rtol=0.02, atol=0.01)
-        assert half.dtype == torch.bfloat16
-        torch.testing.assert_close(half.float(), conv(x) * 0.2 + other, rtol=0.02, atol=0.05)
+            half = residual(x, other.to(dtype))
+        assert half.dtype == dtype
+        assert_paths_close(mixed, expected, dtype=precision, what=f"{precision} mixed vs separate ops")
+        tolerance = assert_paths_close(half.float(), exact, dtype=precision, what=f"{precision} fused vs fp32")
+        assert (conv(x) * 0.25 + other - exact).abs().max() > 1.5 * tolerance  # a wrong scale still fails
 
 
 @pytest.mark.parametrize("scale, act", [(2, "prelu"), (2, "prelu1"), (3, "leaky"), (2, "none")])
@@ -239,14 +258,15 @@ def test_polyphase_narrow_conv_after_an_upsampler_equals_eager(scale: int, act: 
     with torch.no_grad():
         expected = net(x)
     fast = speed.prepare(copy.deepcopy(net), precision="fp32")
-    torch.testing.assert_close(fast(x), expected, rtol=0, atol=1e-5)
+    assert_paths_close(fast(x), expected, depth=network_depth(net), what="polyphase vs eager")
     if torch.backends.mkldnn.is_available():
         kept = [m for m in fast.model.modules() if isinstance(m, FusedConv) and m.shuffle > 1 and not m.unshuffle]
         assert len(kept) == 1  # the HR map of 16 channels is never shuffled out
 
 
+@pytest.mark.parametrize("precision", precisions("fp32", "bf16"))
 @pytest.mark.parametrize("kernel, out_channels, bias", [(3, 3, True), (9, 3, True), (3, 1, False), (5, 4, True)])
-def test_row_block_conv_equals_the_conv(kernel: int, out_channels: int, bias: bool) -> None:
+def test_row_block_conv_equals_the_conv(kernel: int, out_channels: int, bias: bool, precision: str) -> None:
     from perceptsr.inference.fusion import RowBlockConv, fuse_for_inference
 
     generator = torch.Generator().manual_seed(kernel)
@@ -254,13 +274,16 @@ def test_row_block_conv_equals_the_conv(kernel: int, out_channels: int, bias: bo
     for height, width in ((8, 8), (13, 7), (1, 5), (30, 31)):  # heights that 4 divides and that it does not
         x = torch.randn(2, 16, height, width, generator=generator)
         with torch.inference_mode():
-            expected, out = conv(x), RowBlockConv(conv, 4)(x)
+            expected = conv(x)
+            if precision == "fp32":
+                out = RowBlockConv(conv, 4)(x)
+            else:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    out = RowBlockConv(conv, 4)(x)
+                assert out.dtype == torch.bfloat16
         assert out.shape == expected.shape
-        torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            half = RowBlockConv(conv, 4)(x)
-        assert half.dtype == torch.bfloat16
-        torch.testing.assert_close(half.float(), expected, rtol=0.05, atol=0.05)
+        depth = network_depth(conv) if precision == "fp32" else 1
+        assert_paths_close(out.float(), expected, dtype=precision, depth=depth, what=f"{height}x{width} rows")
     wide = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), conv)
     rewritten = [type(m) for m in fuse_for_inference(wide, activations=True).modules()]
     if torch.backends.mkldnn.is_available():
@@ -279,10 +302,7 @@ def test_in_place_prelu_equals_prelu_and_only_replaces_a_prelu_nothing_else_read
         y = x.clone()
         out = InPlacePReLU(prelu)(y)
         assert out.data_ptr() == y.data_ptr()  # overwritten, not copied
-        torch.testing.assert_close(out, expected, rtol=0, atol=0)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            half = InPlacePReLU(prelu)(x.bfloat16())
-    torch.testing.assert_close(half.float(), expected, rtol=0.01, atol=0.01)
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)  # the same elementwise op: exact
     x.requires_grad_(True)
     assert InPlacePReLU(prelu)(x) is not x  # while autograd records: the plain prelu, input untouched
 
@@ -301,6 +321,20 @@ def test_in_place_prelu_equals_prelu_and_only_replaces_a_prelu_nothing_else_read
         assert type(rewritten.act_a) is InPlacePReLU and type(rewritten.act_b) is nn.PReLU
 
 
+@pytest.mark.parametrize("precision", precisions("bf16"))
+def test_in_place_prelu_in_reduced_precision(precision: str) -> None:
+    from perceptsr.inference.fusion import InPlacePReLU
+
+    prelu = nn.PReLU(64)
+    prelu.weight.data.uniform_(-0.5, 1.5)
+    x = torch.randn(2, 64, 131, 127).contiguous(memory_format=torch.channels_last)
+    expected = F.prelu(x, prelu.weight).detach()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        half = InPlacePReLU(prelu)(x.bfloat16())
+    assert half.dtype == torch.bfloat16
+    assert_paths_close(half.float(), expected, dtype=precision, what="bf16 in-place PReLU")
+
+
 def test_fused_conv_returns_channels_last_even_from_a_one_channel_map() -> None:
     from perceptsr.inference.fusion import FusedConv
 
@@ -308,28 +342,48 @@ def test_fused_conv_returns_channels_last_even_from_a_one_channel_map() -> None:
     x = torch.rand(1, 1, 9, 7)  # 1 channel: NCHW and channels-last at once, and oneDNN answers NCHW
     with torch.inference_mode():
         out = FusedConv(conv, activation=("leaky_relu", 0.1))(x)
-        torch.testing.assert_close(out, F.leaky_relu(conv(x), 0.1), rtol=0, atol=1e-6)
+        assert_paths_close(out, F.leaky_relu(conv(x), 0.1), depth=network_depth(conv), what="1-channel conv")
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_fast_path_takes_a_float_condition() -> None:
+@pytest.mark.parametrize("precision", precisions("fp32", "bf16"))
+def test_fast_path_takes_a_float_condition(precision: str) -> None:
     model = build_arch("fxsr", tiny=True)
     lr = torch.rand(1, 3, 20, 17)
     with torch.no_grad():
         expected = model(lr, t=0.4)
-    for precision in ("fp32", "auto"):
-        torch.testing.assert_close(speed.prepare(model, precision=precision)(lr, t=0.4), expected, rtol=0, atol=2e-3)
+    out = speed.prepare(model, precision=precision)(lr, t=0.4)
+    depth = network_depth(model) if precision == "fp32" else rounding_layers(model)
+    # bf16: the tiny net shrinks its [0, 1] input (outputs ~0.2), so the scale is the output's, not 1
+    assert_paths_close(out, expected, dtype=precision, depth=depth, min_scale=0.0 if precision == "bf16" else 1.0,
+                       what=f"{precision} t=0.4")
 
 
-def test_auto_probe_refuses_a_model_that_bf16_breaks() -> None:
+@pytest.fixture
+def auto_means_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auto` = bf16 settled by the probe, on every CPU (where bf16 is not native it runs emulated)."""
+    monkeypatch.setattr(speed, "native_reduced_precision", lambda device: "bf16")
+
+
+def test_auto_probe_refuses_a_model_that_bf16_breaks(auto_means_bf16: None) -> None:
     lr = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = Fragile()(lr)
     bf16 = speed.prepare(Fragile(), precision="bf16")(lr)
     assert speed.output_psnr(bf16, expected) < speed.PROBE_MIN_PSNR - 6  # bf16 really is off
     auto = speed.prepare(Fragile(), precision="auto")
-    torch.testing.assert_close(auto(lr), expected, rtol=0, atol=1e-5)
+    assert auto.precision == "bf16"  # until the probe on the first call
+    # fp32 rounds Fragile's ~5000 intermediates (spacing 5e-4) and divides them by 1000: a scale of 5
+    assert_paths_close(auto(lr), expected, depth=network_depth(Fragile()), min_scale=5.0, what="auto after probe")
     assert auto.precision == "fp32"
+
+
+def test_auto_probe_keeps_bf16_for_a_model_it_does_not_break(auto_means_bf16: None) -> None:
+    model = build_arch("msrresnet", tiny=True)
+    lr = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    auto = speed.prepare(model, precision="auto")
+    auto(lr)
+    assert auto.precision == "bf16"
 
 
 def _set5_psnr(model: nn.Module, set5: Path) -> float:
@@ -338,19 +392,21 @@ def _set5_psnr(model: nn.Module, set5: Path) -> float:
     return evaluate(model, set5, scale=4, metrics=("psnr",), progress=False).mean["psnr"]
 
 
+@pytest.mark.parametrize("precision", precisions("bf16"))
 @pytest.mark.parametrize("name", list(BUNDLED))
-def test_bundled_model_keeps_set5_psnr_in_bf16(name: str, shared: callable) -> None:
+def test_bundled_model_keeps_set5_psnr_in_reduced_precision(precision: str, name: str, shared: callable) -> None:
     set5 = shared("data/Set5")
     if bundled_path(name) is None:
         pytest.skip(f"bundled model {name} is not installed in this copy (the guarded cases below still run)")
     model = load_model(name)
     fp32 = _set5_psnr(speed.prepare(model, precision="fp32"), set5)
-    bf16 = _set5_psnr(speed.prepare(model, precision="bf16"), set5)
+    reduced = _set5_psnr(speed.prepare(model, precision=precision), set5)
     bicubic = _set5_psnr(load_model("bicubic", scale=model.scale), set5)
     assert fp32 > bicubic + 0.5  # a trained model, so the drop below is measured against a small error
-    assert fp32 - bf16 < MAX_DROP_DB, f"{name}: bf16 costs {fp32 - bf16:.4f} dB on Set5 (fp32 {fp32:.3f})"
+    assert fp32 - reduced < MAX_DROP_DB, f"{name}: {precision} costs {fp32 - reduced:.4f} dB on Set5 (fp32 {fp32:.3f})"
 
 
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bf16, so auto is fp32 and there is no probe")
 @pytest.mark.parametrize("case", ["fresh-msrresnet", "fragile"])
 def test_auto_precision_keeps_set5_psnr(case: str, shared: callable) -> None:
     set5 = shared("data/Set5")

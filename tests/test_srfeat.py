@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ENV, ROOT
+from foreign import object_array
+from foreign import srfeat_to_tensorlayer as to_tensorlayer
 from PIL import Image
+from tolerance import assert_paths_close, network_depth
 
 from perceptsr.archs.srfeat import (
     SRFeatDiscriminatorConfig,
@@ -31,18 +35,7 @@ from perceptsr.errors import CheckpointError, ConfigError, InputError
 from perceptsr.methods.base import Batch
 from perceptsr.zoo.models import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 TINY_D = {"num_feat": 4, "head": "conv", "dense_features": 8}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> None:
-    """Tiny tensors gain nothing from threads, and on a loaded machine two threads wait on each other (10x)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_generator(scale: int = 4, num_block: int = 2) -> SRFeatGenerator:
@@ -74,9 +67,11 @@ def test_generator_fuses_the_last_block_with_the_other_blocks_skips() -> None:
             outs.append(feat)
         fused = outs[2] + model.skips[0](outs[0]) + model.skips[1](outs[1])  # no head term, no skip of block 2
         expected = (model.conv_last(model.upsampler(fused)) + 1) / 2
+        one_skip_less = (model.conv_last(model.upsampler(fused - model.skips[1](outs[1]))) + 1) / 2
         sr = model(lr)
     assert sr.shape == (2, 3, 20, 28)
-    torch.testing.assert_close(sr, expected, rtol=0, atol=1e-5)
+    tolerance = assert_paths_close(sr, expected, depth=network_depth(model), what="fused skips")
+    assert (sr - one_skip_less).abs().max() > 10 * tolerance  # a skip left out is caught
     assert (sr - 0.5).abs().mean() > 1e-3  # a real signal, not the zero-output midpoint
 
 
@@ -140,7 +135,7 @@ def test_losses_per_phase_and_variants(hr_folder: Path) -> None:
     variant = tiny_config(hr_folder, ("generator", "image"))
     variant["model"]["phases"]["gan"]["iterations"] = 0  # no second VGG: borrow the first one's
     only_image = build_method(parse_train_config(variant))
-    only_image.vgg = method.vgg
+    only_image.perceptual = method.perceptual
     assert set(only_image.networks()) == {"generator", "image"}
     assert set(only_image.generator_losses(batch, sr, "gan")) == {"perceptual", "image"}
     with pytest.raises(ConfigError, match="phase gan"):
@@ -151,7 +146,7 @@ def test_losses_per_phase_and_variants(hr_folder: Path) -> None:
 def test_phases_move_only_their_networks_and_gan_freezes_bn(hr_folder: Path, tmp_path: Path) -> None:
     config = parse_train_config(tiny_config(hr_folder))
     torch.manual_seed(config.seed)
-    fresh = {k: v.clone() for k, v in build_method(config).state_dict().items() if not k.startswith("vgg.")}
+    fresh = {k: v.clone() for k, v in build_method(config).state_dict().items() if not k.startswith("perceptual.")}
     run = tmp_path / "run"
     assert Trainer(config, run, progress=False).run()  # validates every step, toggling train()/eval()
     pretrained = load_checkpoint(find(run, "2"), with_state=False).weights
@@ -184,31 +179,6 @@ def test_dense_head_needs_its_patch_size(hr_folder: Path, tmp_path: Path) -> Non
 
 
 # --- converter ------------------------------------------------------------------------------------------------
-
-
-def to_tensorlayer(model: SRFeatGenerator) -> list[np.ndarray]:
-    """Inverse map, written independently of the converter: our state -> the release's ordered TF list."""
-    state = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
-    num_feat, stages = model.config.num_feat, len(model.upsampler) // 3
-
-    def hwio(weight: np.ndarray) -> np.ndarray:
-        return weight.transpose(2, 3, 1, 0)
-
-    def tf_order(values: np.ndarray) -> np.ndarray:
-        # TF channel k·C + c (k = i·r + j) holds what PixelShuffle reads at channel c·r² + k.
-        r2 = values.shape[0] // num_feat
-        return values[[c * r2 + k for k in range(r2) for c in range(num_feat)]]
-
-    params = [hwio(state["conv_first.weight"]), state["conv_first.bias"]]
-    for i in range(len(model.body)):
-        for n in (1, 2):
-            params.append(hwio(state[f"body.{i}.conv{n}.weight"]))
-            params += [state[f"body.{i}.bn{n}.{k}"] for k in ("bias", "weight", "running_mean", "running_var")]
-    params += [hwio(state[f"skips.{i}.weight"]) for i in range(len(model.skips))]
-    for stage in range(stages):
-        conv = f"upsampler.{3 * stage}"
-        params += [hwio(tf_order(state[f"{conv}.weight"])), tf_order(state[f"{conv}.bias"])]
-    return params + [hwio(state["conv_last.weight"]), state["conv_last.bias"]]
 
 
 def tf_reference(params: list[np.ndarray], lr: np.ndarray, num_block: int) -> np.ndarray:
@@ -258,13 +228,6 @@ def randomized_generator() -> SRFeatGenerator:
     return model.eval()
 
 
-def object_array(params: list[np.ndarray]) -> np.ndarray:
-    array = np.empty(len(params), dtype=object)
-    for index, value in enumerate(params):
-        array[index] = value
-    return array
-
-
 def save_protocol2_npz(path: Path, params: list[np.ndarray]) -> None:
     """The npz as numpy <= 1.16 under Python 3 wrote it: pickle protocol 2, numpy.core names, bytes via _codecs."""
     data = pickle.dumps(object_array(params), protocol=2)
@@ -295,7 +258,7 @@ def test_convert_cli_matches_a_tensorflow_layout_reference(tmp_path: Path) -> No
         sr = converted(torch.from_numpy(lr).permute(0, 3, 1, 2).float()).permute(0, 2, 3, 1).double().numpy()
     reference = tf_reference(params, lr, num_block=3)
     assert reference.std() > 0.05
-    np.testing.assert_allclose(sr, reference, rtol=0, atol=1e-5)
+    assert_paths_close(sr, reference, depth=network_depth(converted), what="ours vs TF semantics")
     for variant, save in (("protocol2", lambda p: save_protocol2_npz(p, params)),
                           ("arr_keys", lambda p: np.savez(p, *params))):
         path = tmp_path / f"{variant}.npz"

@@ -7,6 +7,7 @@ Dataclasses are the truth; YAML only serialises them. Unknown keys, wrong types 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,24 @@ import yaml
 from perceptsr.errors import ConfigError
 
 T = TypeVar("T")
+
+
+class FieldError(ConfigError):
+    """A bad value of one field, raised by a config's `__post_init__`; `from_dict` prefixes the key path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def require(condition: bool, field: str, message: str) -> None:
+    """Range check for `__post_init__`: a `FieldError` naming `field` unless `condition` holds."""
+    if not condition:
+        raise FieldError(field, message)
+
+
+def positive_finite(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 def to_dict(obj: Any) -> Any:
@@ -35,8 +54,13 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     return _convert(cls, data, path or cls.__name__)
 
 
-def _type_hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _type_hints(cls: type, value: dict) -> dict[str, Any]:
+    """The fields' types; a config with `field_types(data)` picks some from its other keys (e.g. by `arch`)."""
+    hints = typing.get_type_hints(cls)
+    chooser = getattr(cls, "field_types", None)
+    if chooser is not None:
+        hints.update(chooser(value))
+    return hints
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:
@@ -48,7 +72,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             value = {}
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
-        hints = _type_hints(tp)
+        hints = _type_hints(tp, value)
         names = {f.name for f in dataclasses.fields(tp) if f.init}
         unknown = sorted(set(value) - names)
         if unknown:
@@ -56,6 +80,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         kwargs = {k: _convert(hints[k], v, f"{path}.{k}") for k, v in value.items()}
         try:
             return tp(**kwargs)
+        except FieldError as error:
+            raise ConfigError(f"{path}.{error.field}: {error.message}") from None
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{path}: {error}") from None
     if tp is Any:

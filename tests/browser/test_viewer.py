@@ -18,7 +18,9 @@ from chromium_cdp import Chromium, find_chromium
 from PIL import Image
 
 from perceptsr.archs import ARCHS
+from perceptsr.evaluation.protocol import Protocol
 from perceptsr.evaluation.report import parse_model_spec, run_report
+from perceptsr.inference.upscale import RunOptions
 from perceptsr.zoo.release import save_release
 
 LOADED = ("window.perceptsrViewer && Array.from(document.images).filter(i => i.offsetParent)"
@@ -55,8 +57,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = root / "report"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: one thread beats two on a loaded 2-core machine
-    run_report(models=[parse_model_spec("bicubic"), parse_model_spec(str(model))], data=[data], scale=4, out=out,
-               lpips_note="not needed here", device="cpu", progress=False)
+    run_report(models=[parse_model_spec("bicubic"), parse_model_spec(str(model))], data=[data], protocol=Protocol(4),
+               out=out, run=RunOptions(device="cpu"), lpips_note="not needed here", progress=False)
     torch.set_num_threads(threads)
     return out / "index.html"
 
@@ -100,10 +102,10 @@ def test_page_is_self_contained_and_labelled(page: Chromium, report: Path) -> No
     assert all(not s.startswith(("/", "file:")) for s in sources) and len(sources) == 3
     captions = page.evaluate("Array.from(document.querySelectorAll('#grid figcaption')).map(c => c.textContent)")
     assert captions[0].startswith("[1] HR") and "NIQE" in captions[0]
-    assert captions[1].startswith("[2] bicubic") and "PSNR-Y" in captions[1] and "SSIM-RGB" in captions[1]
+    assert captions[1].startswith("[2] bicubic") and "PSNR-Y" in captions[1] and "LR-PSNR" in captions[1]
     assert captions[2].startswith("[3] smooth")
     doc = json.loads((report.parent / "results.json").read_text())
-    psnr = doc["results"]["tiny_set"][doc["models"][0]["id"]]["images"]["im0"]["psnr_y"]
+    psnr = doc["results"]["tiny_set"][doc["models"][0]["id"]]["images"]["im0"]["psnr"]
     assert f"{psnr:.2f}" in captions[1]
 
 

@@ -21,15 +21,6 @@ SMALL_ATOL = 1e-5  # README §1: small configs
 FULL_ATOL = 1e-4  # README §1: 23-block configs (with rtol 1e-5, folded in below)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads spin against other jobs and run ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def run_converted(state: dict, expected_kind: str, io: dict, t_key: str | None = None) -> torch.Tensor:
     state = canonicalize(state)
     assert detect(state) == expected_kind

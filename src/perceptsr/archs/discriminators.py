@@ -181,3 +181,10 @@ class SRGANDiscriminator(nn.Module):
         if self.config.norm == "virtual" and key in state_dict and self.reference is None:
             self.reference = torch.empty_like(state_dict[key], device=self.linear1.weight.device)
         super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+# Image discriminators a method may pick by name (SRGAN's `discriminator_arch`): name -> (module, config).
+IMAGE_DISCRIMINATORS: dict[str, tuple[type[nn.Module], type]] = {
+    "srgan": (SRGANDiscriminator, SRGANDiscriminatorConfig),
+    "vggstyle": (VGGStyleDiscriminator, VGGStyleDiscriminatorConfig),
+}

@@ -1,114 +1,256 @@
-"""CLI commands around models and runs: train, export, eval, models, convert."""
+"""The command functions that do not measure: upscale, degrade, demo, segment, train, export, convert, models, bench.
+
+Each takes typed keyword arguments (paths, `ModelSpec`, `RunOptions`) and returns an exit code; the parser
+(`parser.py`) builds those from the command line, so these functions know nothing of argparse and can be called
+from Python as they are. Outputs are checked before any work starts.
+"""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from perceptsr.cli.messages import note, one_line
 from perceptsr.errors import InputError
 
+if TYPE_CHECKING:
+    from torch import nn
 
-def cmd_train(args: argparse.Namespace) -> int:
+    from perceptsr.conditions import ModelSpec
+    from perceptsr.inference.upscale import RunOptions
+
+
+def check_outputs(outputs: list[Path], *, folder: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output folder that is a file, an output that is a folder, or one that exists."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output directory {folder} is an existing file")
+    for out in outputs:
+        if out.is_dir():
+            raise InputError(f"output {out} is an existing directory")
+        if out.exists() and not overwrite:
+            raise InputError(f"output {out} already exists (pass --overwrite to replace it)")
+        if out.parent != folder and out.parent.exists() and not out.parent.is_dir():
+            raise InputError(f"output directory {out.parent} is an existing file")
+
+
+def image_outputs(inputs: list[Path], folder: Path, overwrite: bool) -> list[Path]:
+    """`folder/<stem>.png` per input, checked (see `check_outputs`)."""
+    outputs = [folder / f"{p.stem}.png" for p in inputs]
+    seen: dict[Path, Path] = {}
+    for path, out in zip(inputs, outputs, strict=True):
+        if out in seen:
+            raise InputError(f"{seen[out]} and {path} would both be written to {out}")
+        seen[out] = path
+    check_outputs(outputs, folder=folder, overwrite=overwrite)
+    return outputs
+
+
+def cmd_degrade(*, inputs: list[Path], output: Path, scale: int, max_pixels: int, overwrite: bool = False,
+                quiet: bool = False) -> int:
+    from tqdm import tqdm
+
+    from perceptsr.data.resize import degrade, imresize, modcrop
+    from perceptsr.io.images import list_images, read_image, write_image
+
+    files = list_images(inputs)
+    outputs = image_outputs(files, output, overwrite)
+    for path, out in tqdm(list(zip(files, outputs, strict=True)), disable=quiet or len(files) < 2, unit="img"):
+        image = read_image(path, max_pixels=max_pixels)
+        lr = degrade(image.rgb, scale, bit_depth=image.bit_depth)
+        alpha = None
+        if image.alpha is not None:
+            alpha = imresize(modcrop(image.alpha, scale), 1 / scale).clamp(0, 1)
+        write_image(out, lr, alpha=alpha, grayscale=image.grayscale, bit_depth=image.bit_depth, overwrite=overwrite)
+    return 0
+
+
+def load_prepared(source: str, *, scale: int | None, run: RunOptions) -> tuple[nn.Module, object]:
+    """A model on the run's device, prepared for inference at its precision (the `upscale` fast path)."""
+    from perceptsr.inference.fast import prepare
+    from perceptsr.inference.upscale import pick_device
+    from perceptsr.zoo.models import load_model
+
+    device = pick_device(run.device)
+    model = prepare(load_model(source, scale=scale), precision=run.precision, device=device, compile=run.compile)
+    return model, device
+
+
+def cmd_upscale(*, inputs: list[Path], output: Path, model: ModelSpec, scale: int | None, run: RunOptions,
+                max_pixels: int, overwrite: bool = False, quiet: bool = False) -> int:
+    from tqdm import tqdm
+
+    from perceptsr.conditions import build_conditions
+    from perceptsr.inference.upscale import upscale_image
+    from perceptsr.io.images import list_images, read_image, write_image
+
+    files = list_images(inputs)
+    outputs = image_outputs(files, output, overwrite)
+    network, device = load_prepared(model.source, scale=scale, run=run)
+    for path, out in tqdm(list(zip(files, outputs, strict=True)), disable=quiet or len(files) < 2, unit="img"):
+        image = read_image(path, max_pixels=max_pixels)
+        conditions = build_conditions(network, image.rgb, model.options, stem=path.stem)
+        sr, alpha = upscale_image(network, image, tile=run.tile, overlap=run.tile_overlap, device=device,
+                                  conditions=conditions, precision=run.precision)
+        write_image(out, sr, alpha=alpha, grayscale=image.grayscale, bit_depth=image.bit_depth, overwrite=overwrite)
+    if not quiet:
+        note(f"wrote {len(outputs)} image(s) to {output}")
+    return 0
+
+
+def demo_model_names() -> list[str]:
+    """bicubic, the default model and every bundled model this install carries (the perceptual ones among them)."""
+    from perceptsr.zoo.models import BUNDLED, bundled_path, default_model
+
+    return list(dict.fromkeys(["bicubic", default_model(), *(n for n in BUNDLED if bundled_path(n))]))
+
+
+def folder_name(label: str) -> str:
+    """A label as one path component: separators and control characters become `_`."""
+    name = "".join("_" if c in "/\\" or not c.isprintable() else c for c in label).strip()
+    return "_" if name in ("", ".", "..") else name
+
+
+def cmd_demo(*, inputs: list[Path], output: Path, models: list[ModelSpec], run: RunOptions, max_pixels: int,
+             overwrite: bool = False, quiet: bool = False) -> int:
+    """Every model on every input (x4) and one comparison picture. Every output is checked, every input read and
+    every model loaded before the first file is written, so a refusal leaves nothing half done."""
+    from tqdm import tqdm
+
+    from perceptsr.conditions import build_conditions, options_for
+    from perceptsr.inference.upscale import upscale_image
+    from perceptsr.io.compare import side_by_side
+    from perceptsr.io.images import list_images, read_image, write_image
+
+    folders = [folder_name(spec.label) for spec in models]
+    if len(set(folders)) < len(folders):
+        raise InputError("two models would share an output folder: give each a distinct label (MODEL:label=NAME)")
+    files = list_images(inputs)
+    stems = [p.stem for p in files]
+    if len(set(stems)) < len(stems):
+        raise InputError("two inputs share a file stem; their outputs would collide")
+    comparison = output / "comparison.png"
+    targets = {label: [output / folder / f"{stem}.png" for stem in stems] for label, folder in
+               zip([s.label for s in models], folders, strict=True)}
+    check_outputs([out for outs in targets.values() for out in outs] + [comparison], folder=output,
+                  overwrite=overwrite)
+    images = [read_image(path, max_pixels=max_pixels) for path in files]
+    loaded = []
+    for spec in models:
+        network, device = load_prepared(spec.source, scale=4, run=run)
+        loaded.append((spec, network, device, options_for(network, spec)))
+    flags = {key for spec in models for key in spec.defaulted}
+    used = {key for _, _, _, options in loaded for key, value in vars(options).items() if value is not None}
+    if flags - used:
+        raise InputError(f"--{sorted(flags - used)[0].replace('_', '-')} applies to none of the models")
+    rows: list[dict] = [{"LR (nearest)": image.rgb} for image in images]
+    results = []
+    for spec, network, device, options in tqdm(loaded, disable=quiet, unit="model"):
+        for index, (path, image) in enumerate(zip(files, images, strict=True)):
+            cond = build_conditions(network, image.rgb, options, stem=path.stem)
+            sr, alpha = upscale_image(network, image, tile=run.tile, overlap=run.tile_overlap, device=device,
+                                      conditions=cond, precision=run.precision)
+            results.append((targets[spec.label][index], sr, alpha, image))
+            rows[index][spec.label] = sr.clamp(0, 1)
+    for out, sr, alpha, image in results:
+        write_image(out, sr, alpha=alpha, grayscale=image.grayscale, overwrite=overwrite)
+    write_image(comparison, side_by_side(rows, scale=4), overwrite=overwrite)
+    for spec, folder in zip(models, folders, strict=True):
+        print(one_line(f"{spec.label:14s} -> {output / folder}/"))  # noqa: T201
+    print(one_line(f"{'comparison':14s} -> {comparison}"))  # noqa: T201
+    return 0
+
+
+def cmd_segment(*, inputs: list[Path], output: Path, seg_model: str | None, lr_inputs: bool, overwrite: bool = False,
+                quiet: bool = False) -> int:
+    from perceptsr.conditions.seg import segment_files
+    from perceptsr.io.images import list_images
+
+    if output.exists() and not output.is_dir():
+        raise InputError(f"output directory {output} is an existing file")
+    files = list_images(inputs)
+    segment_files(files, output, seg_model=seg_model, lr_inputs=lr_inputs, overwrite=overwrite,
+                  progress=not quiet and len(files) > 1)
+    if not quiet:
+        note(f"wrote the segmentation of {len(files)} image(s) to {output}")
+    return 0
+
+
+def cmd_train(*, config: Path | None, output: Path | None, overrides: list[str], resume: Path | None,
+              vgg_weights: Path | None, quiet: bool = False) -> int:
     from perceptsr.config import read_yaml
     from perceptsr.engine.setup import load_train_config, parse_train_config
     from perceptsr.engine.train import train
 
-    if args.resume is not None:
-        run_dir = args.resume
+    if resume is not None:
+        run_dir = resume
         stored = run_dir / "config.yaml"
         if not stored.is_file():
             raise InputError(f"{run_dir} is not a run directory (no config.yaml)")
-        source = args.config or stored
-        config = load_train_config(source, args.set) if args.config else parse_train_config(read_yaml(stored), args.set)
-        resume = (run_dir / "checkpoints").is_dir()
+        if output is not None and output != run_dir:
+            raise InputError(f"--resume {run_dir} continues that run in place; drop -o {output}")
+        settings = load_train_config(config, overrides) if config else parse_train_config(read_yaml(stored), overrides)
+        resuming = (run_dir / "checkpoints").is_dir()
     else:
-        if args.config is None:
+        if config is None:
             raise InputError("give a config file, or --resume RUN_DIR")
-        config = load_train_config(args.config, args.set)
-        run_dir = args.out or Path("runs") / args.config.stem
+        settings = load_train_config(config, overrides)
+        run_dir = output or Path("runs") / config.stem
         if (run_dir / "checkpoints").exists() and os.environ.get("RANK", "0") == "0":
-            raise InputError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick --out")
-        resume = False
-    if args.vgg_weights:
-        from dataclasses import replace
-
-        if not hasattr(config.model, "vgg_weights"):
-            raise InputError(f"method {config.method} uses no VGG loss")
-        config = replace(config, model=replace(config.model, vgg_weights=str(args.vgg_weights)))
-    finished = train(config, run_dir, resume=resume, progress=not args.quiet)
+            raise InputError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick -o RUN_DIR")
+        resuming = False
+    if vgg_weights:
+        if not hasattr(settings.model, "vgg_weights"):
+            raise InputError(f"method {settings.method} uses no VGG loss")
+        settings = replace(settings, model=replace(settings.model, vgg_weights=str(vgg_weights)))
+    finished = train(settings, run_dir, resume=resuming, progress=not quiet)
     if int(os.environ.get("RANK", "0")) == 0 and finished:
-        print(f"run finished: {run_dir}", file=sys.stderr)  # noqa: T201
+        note(f"run finished: {run_dir}")
     return 0 if finished else 130
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(*, run: Path, output: Path, ema: bool = False, checkpoint: str = "latest",
+               overwrite: bool = False) -> int:
     from perceptsr.archs import ARCHS
     from perceptsr.config import read_yaml
     from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
-    from perceptsr.engine.setup import build_method, config_yaml, parse_train_config
+    from perceptsr.engine.setup import build_generator, config_yaml, parse_train_config
     from perceptsr.zoo.release import save_release
 
-    path = find(args.run, args.checkpoint)
-    config = parse_train_config(read_yaml(args.run / "config.yaml"))
-    checkpoint = load_checkpoint(path, with_state=False)
-    generator = build_method(config).generator
-    generator.load_state_dict(split_prefix(checkpoint.weights, "ema" if args.ema else "generator"), strict=True)
+    path = find(run, checkpoint)
+    config = parse_train_config(read_yaml(run / "config.yaml"), for_training=False)
+    saved = load_checkpoint(path, with_state=False)
+    generator = build_generator(config)
+    generator.load_state_dict(split_prefix(saved.weights, "ema" if ema else "generator"), strict=True)
     arch = next(name for name, spec in ARCHS.items() if type(generator) is spec.module)
-    step = checkpoint.meta["step"]
-    save_release(args.output, arch=arch, config=generator.config, state_dict=generator.state_dict(),
-                 extra={"method": config.method, "step": str(step), "weights": "ema" if args.ema else "raw",
-                        "train_config": config_yaml(config)}, overwrite=args.overwrite)
-    print(f"wrote {args.output} ({arch} x{generator.scale}, step {step})", file=sys.stderr)  # noqa: T201
+    step = saved.meta["step"]
+    save_release(output, arch=arch, config=generator.config, state_dict=generator.state_dict(),
+                 extra={"method": config.method, "step": str(step), "weights": "ema" if ema else "raw",
+                        "train_config": config_yaml(config)}, overwrite=overwrite)
+    note(f"wrote {output} ({arch} x{generator.scale}, step {step})")
     return 0
 
 
-def default_conditions(model: object) -> object:
-    """For conditional models, a function giving their default conditions (t = 0.8, seg = auto); else None."""
-    from perceptsr.conditions import ConditionOptions, build_conditions
+def cmd_convert(*, source: Path, output: Path, kind: str | None = None, overwrite: bool = False) -> int:
+    from perceptsr.convert import convert_file
 
-    if not getattr(model, "condition_scales", None):
-        return None
-    return lambda lr, hr: build_conditions(model, lr, ConditionOptions())
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from perceptsr.evaluation.evaluate import evaluate
-    from perceptsr.inference.upscale import pick_device
-    from perceptsr.zoo.models import load_model
-
-    device = pick_device(args.device)
-    names = ["bicubic", *[m for m in args.model if m != "bicubic"]]
-    models = {name: load_model(name, scale=args.scale).to(device) for name in names}
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    protocol = None
-    for folder in args.data:
-        if not folder.is_dir():
-            raise InputError(f"dataset folder {folder} does not exist")
-        for name, model in models.items():
-            result = evaluate(model, folder, scale=args.scale, device=device, tile=args.tile, model_name=name,
-                              max_images=args.max_images, progress=not args.json,
-                              conditions_fn=default_conditions(model))
-            results.setdefault(folder.name, {})[name] = result.mean
-            protocol = result.protocol
-    if args.json:
-        print(json.dumps({"protocol": protocol, "results": results}, allow_nan=True))  # noqa: T201
-        return 0
-    print(f"protocol: {protocol}")  # noqa: T201
-    for dataset, rows in results.items():
-        metrics = list(next(iter(rows.values())))
-        print(f"\n{dataset} x{args.scale}\n{'model':32s} " + " ".join(f"{m:>9s}" for m in metrics))  # noqa: T201
-        for name, values in rows.items():
-            print(f"{name[-32:]:32s} " + " ".join(f"{values[m]:9.4f}" for m in metrics))  # noqa: T201
+    converted = convert_file(source, output, kind=kind, overwrite=overwrite)
+    note(f"wrote {output} ({converted.arch} x{converted.config.scale})")
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
+def cmd_models(*, json: bool = False) -> int:
     from perceptsr.archs import ARCHS
+    from perceptsr.evaluation.strict_json import dumps
     from perceptsr.zoo.models import BUNDLED, KNOWN_RELEASES, bundled_path, default_model
 
+    if json:
+        bundled = {name: {"scale": e.scale, "description": e.description, "installed": bundled_path(name) is not None}
+                   for name, e in BUNDLED.items()}
+        print(dumps({"bundled": bundled, "default": default_model(), "releases": KNOWN_RELEASES,  # noqa: T201
+                     "architectures": list(ARCHS)}, indent=2))
+        return 0
     print("bundled models (perceptsr upscale --model NAME):")  # noqa: T201
     print(f"  {'bicubic':14s} MATLAB bicubic, any scale (the baseline)")  # noqa: T201
     for name, entry in BUNDLED.items():
@@ -121,217 +263,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_convert(args: argparse.Namespace) -> int:
-    from perceptsr.convert import convert_file
-
-    converted = convert_file(args.source, args.output, kind=args.kind, overwrite=args.overwrite)
-    print(f"wrote {args.output} ({converted.arch} x{converted.config.scale})", file=sys.stderr)  # noqa: T201
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from perceptsr.inference.upscale import pick_device, upscale_image
-    from perceptsr.io.compare import side_by_side
-    from perceptsr.io.images import list_images, read_image, write_image
-    from perceptsr.zoo.models import default_model, load_model
-
-    device = pick_device("auto")
-    names = list(dict.fromkeys(["bicubic", default_model()]))
-    inputs = list_images(args.inputs)
-    rows = []
-    for name in names:
-        model = load_model(name, scale=4).to(device)
-        for index, path in enumerate(inputs):
-            image = read_image(path)
-            sr, alpha = upscale_image(model, image, device=device)
-            write_image(args.output / name / f"{path.stem}.png", sr, alpha=alpha, grayscale=image.grayscale,
-                        overwrite=args.overwrite)
-            if len(rows) <= index:
-                rows.append({"LR (nearest)": image.rgb})
-            rows[index][name] = sr.clamp(0, 1)
-    comparison = args.output / "comparison.png"
-    write_image(comparison, side_by_side(rows, scale=4), overwrite=args.overwrite)
-    for name in names:
-        print(f"{name:12s} -> {args.output / name}/")  # noqa: T201
-    print(f"comparison   -> {comparison}")  # noqa: T201
-    return 0
-
-
-def cmd_segment(args: argparse.Namespace) -> int:
-    from perceptsr.conditions.seg import segment_files
-    from perceptsr.io.images import list_images
-
-    if args.output.exists() and not args.output.is_dir():
-        raise InputError(f"output directory {args.output} is an existing file")
-    inputs = list_images(args.inputs)
-    segment_files(inputs, args.output, seg_model=args.seg_model, lr_inputs=args.lr, overwrite=args.overwrite,
-                  progress=len(inputs) > 1)
-    print(f"wrote the segmentation of {len(inputs)} image(s) to {args.output}", file=sys.stderr)  # noqa: T201
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from perceptsr.errors import CheckpointError
-    from perceptsr.evaluation.report import parse_model_spec, run_report
-    from perceptsr.metrics.lpips import FOLDER_ENV, load_lpips
-
-    specs = [parse_model_spec(text) for text in args.model]
-    lpips, note = None, "disabled with --no-lpips"
-    if not args.no_lpips:
-        try:
-            lpips = load_lpips(args.lpips_net, folder=args.lpips_weights)
-        except CheckpointError as error:
-            if args.lpips_weights is not None or os.environ.get(FOLDER_ENV):
-                raise
-            note = f"no weights offline: pass --lpips-weights DIR or set {FOLDER_ENV}"
-            print(f"perceptsr: LPIPS unavailable, left out of the report: {error}", file=sys.stderr)  # noqa: T201
-    _, files = run_report(models=specs, data=args.data, scale=args.scale, out=args.output, lpips=lpips,
-                          lpips_note=note, device=args.device, tile=args.tile, max_images=args.max_images,
-                          progress=not args.quiet)
-    print("wrote " + ", ".join(str(path) for path in files), file=sys.stderr)  # noqa: T201
-    return 0
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from perceptsr.evaluation.sweep import check_outputs, load_lpips_or_note, parse_t_values, run_sweep, write_outputs
-    from perceptsr.inference.upscale import pick_device
-    from perceptsr.zoo.models import load_model
-
-    ts = parse_t_values(args.t)
-    if not args.data.is_dir():
-        raise InputError(f"dataset folder {args.data} does not exist")
-    check_outputs(args.output, overwrite=args.overwrite)
-    image_dir = args.output / "images" if args.save_images else None
-    if image_dir is not None and image_dir.exists() and not args.overwrite:
-        raise InputError(f"output {image_dir} already exists (pass --overwrite to replace it)")
-    device = pick_device(args.device)
-    model = load_model(args.model, scale=args.scale).to(device)
-    lpips, note = load_lpips_or_note(enabled=not args.no_lpips, net=args.lpips_net, weights=args.lpips_weights)
-    result = run_sweep(model, args.data, scale=model.scale, ts=ts, device=device, tile=args.tile,
-                       max_images=args.max_images, lpips_net=lpips, lpips_note=note, image_dir=image_dir,
-                       progress=not args.quiet)
-    write_outputs(result, args.output, model_name=Path(args.model).name, dataset=args.data.name,
-                  overwrite=args.overwrite)
-    for text in result.notes:
-        print(f"perceptsr: {text}", file=sys.stderr)  # noqa: T201
-    print(f"wrote {', '.join(str(args.output / n) for n in ('sweep.csv', 'sweep.json', 'sweep.png'))}",  # noqa: T201
-          file=sys.stderr)
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
+def cmd_bench(*, models: list[str] | None = None, quick: bool = False, compile: bool = False,
+              json: bool = False) -> int:
+    from perceptsr.evaluation.strict_json import dumps
     from perceptsr.inference.bench import format_table, run_bench
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    result = run_bench(quick=args.quick, models=models, compile=args.compile)
-    print(json.dumps(result, indent=2) if args.json else format_table(result))  # noqa: T201
+    result = run_bench(quick=quick, models=models, compile=compile)
+    text = dumps(result, indent=2) if json else format_table(result)
+    print(text)  # noqa: T201
     return 0
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    from perceptsr.cli.main import _positive, _scale
-
-    p = sub.add_parser("train", help="train a method from a YAML config (torchrun-aware)")
-    p.add_argument("config", nargs="?", type=Path, default=None, help="YAML config (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config value")
-    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config name>)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a run from its checkpoint")
-    p.add_argument("--vgg-weights", type=Path, default=None, help="torchvision VGG19 state dict for perceptual losses")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("export", help="turn a run's checkpoint into a release file")
-    p.add_argument("run", type=Path, metavar="RUN_DIR")
-    p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--ema", action="store_true", help="export the EMA generator")
-    p.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("eval", help="PSNR/SSIM (Y, crop = scale) and NIQE per dataset, bicubic as baseline")
-    p.add_argument("--model", action="append", default=[], help="model name or file (repeatable)")
-    p.add_argument("--data", nargs="+", action="extend", type=Path, required=True, help="HR dataset folders")
-    p.add_argument("--scale", type=_scale, required=True)
-    p.add_argument("--tile", type=_positive, default=None)
-    p.add_argument("--max-images", type=_positive, default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("demo", help="upscale sample images with bicubic and the default model, plus a comparison")
-    p.add_argument("inputs", nargs="+", type=Path, metavar="IN")
-    p.add_argument("-o", "--output", type=Path, default=Path("out/demo"))
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("models", help="list bundled models, convertible releases and architectures")
-    p.set_defaults(func=cmd_models)
-
-    p = sub.add_parser("convert", help="convert released weights (BasicSR, ...) into a perceptsr release file")
-    p.add_argument("source", type=Path, metavar="SRC")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="DST")
-    p.add_argument("--from", dest="kind", default=None, help="release kind (default: detected from the keys)")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_convert)
-
-    p = sub.add_parser("segment", help="SFTGAN's segmentation prior: <stem>_segprob.npy, _colorimg.png, _byteimg.png")
-    p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or folders")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
-    p.add_argument("--seg-model", default=None,
-                   help="OutdoorSceneSeg release file (perceptsr convert segmentation_OST_bic.pth); "
-                        "default $PERCEPTSR_SEG_MODEL")
-    p.add_argument("--lr", action="store_true",
-                   help="inputs are LR images: maps at 4x their size, for `upscale --seg` (default: inputs are HR "
-                        "training images, maps at their size mod 4, as the original)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(func=cmd_segment)
-
-    p = sub.add_parser("report", help="every model on every dataset: tables, perception-distortion plot, viewer",
-                       description="Run models on HR datasets (LR = MATLAB bicubic) and write OUTDIR/results.md|csv|"
-                       "json, pd_*.png and index.html. SR images and numbers are cached in OUTDIR: a re-run only "
-                       "computes what is new.")
-    p.add_argument("--model", action="append", required=True, metavar="M[:key=value,...]",
-                   help="bicubic, a bundled name or a release file, repeatable; options after ':' e.g. "
-                   "fxsr.safetensors:t=0.3,label=FxSR-0.3 (keys t, t_map, seg, seg_model, label)")
-    p.add_argument("--data", nargs="+", action="extend", type=Path, required=True, metavar="DIR",
-                   help="HR dataset folders")
-    p.add_argument("--scale", type=_scale, required=True)
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
-    p.add_argument("--lpips-weights", type=Path, default=None, metavar="DIR",
-                   help="folder with alexnet-owt-7be5be79.pth + alex.pth (or vgg16-397923af.pth + vgg.pth); "
-                   "default: $PERCEPTSR_LPIPS_WEIGHTS, else the torch.hub cache or a download")
-    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
-    p.add_argument("--no-lpips", action="store_true", help="leave LPIPS out")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--tile", type=_positive, default=None)
-    p.add_argument("--max-images", type=_positive, default=None, help="only the first N images of each dataset")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("sweep", help="FxSR: PSNR/SSIM/LR-PSNR/NIQE(/LPIPS) for each t, the perception-distortion curve",
-                       description="Evaluate a t-conditioned model (FxSR) on an HR dataset for each t and write "
-                       "OUTDIR/sweep.csv, sweep.json and sweep.png (PSNR against NIQE, labelled by t).")
-    p.add_argument("--model", required=True, help="FxSR release file (perceptsr convert FxSR-PD-4x.pth)")
-    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="HR dataset folder")
-    p.add_argument("--scale", type=_scale, default=None, help="checked against the model's scale")
-    p.add_argument("--t", default="0:1:0.1", help="start:stop:step (stop included), a comma list, or one value")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
-    p.add_argument("--max-images", type=_positive, default=None, help="only the first N images (sorted)")
-    p.add_argument("--save-images", action="store_true", help="also keep the SR images in OUTDIR/images/t<t>/")
-    p.add_argument("--lpips-weights", type=Path, default=None, metavar="DIR",
-                   help="folder with alexnet-owt-7be5be79.pth + alex.pth; default: $PERCEPTSR_LPIPS_WEIGHTS, "
-                   "else the torch.hub cache or a download (left out if unavailable)")
-    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
-    p.add_argument("--no-lpips", action="store_true", help="leave LPIPS out")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--tile", type=_positive, default=None)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_sweep)
-
-    p = sub.add_parser("bench", help="inference speed vs this machine's conv roofline, speed-ups, peak memory")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quick", action="store_true", help="tiny configs and inputs: a smoke run of the same code")
-    p.add_argument("--models", default=None, help="comma-separated architectures (default: every one in ARCHS)")
-    p.add_argument("--compile", action="store_true", help="also time the torch.compile paths (slow to start)")
-    p.set_defaults(func=cmd_bench)

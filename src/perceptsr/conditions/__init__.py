@@ -6,7 +6,8 @@ made in its own module; this file only dispatches and refuses options a model ca
 
 Every command that runs models takes them as `NAME_OR_FILE[:key=value,...]` (`parse_model_spec`): options `t=0.3`
 (FxSR style), `t_map=FILE`, `seg=auto|FILE`, `seg_model=FILE` (SFTGAN) and `label=NAME` (the name in tables); options
-not given there come from the command's own `--t`, `--t-map`, `--seg`, `--seg-model` flags.
+not given there come from the command's own `--t`, `--t-map`, `--seg`, `--seg-model` flags, which reach only the
+models that take them (`options_for`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class ModelSpec:
     source: str
     label: str
     options: ConditionOptions
+    defaulted: frozenset[str] = frozenset()  # option keys filled from the command's flags, not given in the spec
 
     def option_text(self) -> str:
         return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -71,9 +73,18 @@ def parse_model_spec(text: str, defaults: ConditionOptions | None = None) -> Mod
             raise InputError(f"model option t={values['t']!r} in {text!r} is not a number") from None
     given = {"seg": values.get("seg"), "seg_model": values.get("seg_model"), "t": t, "t_map": values.get("t_map")}
     options = replace(defaults or ConditionOptions(), **{k: v for k, v in given.items() if v is not None})
-    spec = ModelSpec(source=source, label="", options=options)
-    label = values.get("label") or default_label(source, spec.option_text())
-    return ModelSpec(source=source, label=label, options=options)
+    defaulted = frozenset(k for k, v in given.items() if v is None and getattr(options, k) is not None)
+    shown = replace(options, **{k: None for k in defaulted}) if source == "bicubic" else options  # takes none
+    label = values.get("label") or default_label(source, ModelSpec(source, "", shown).option_text())
+    return ModelSpec(source=source, label=label, options=options, defaulted=defaulted)
+
+
+def options_for(model: nn.Module, spec: ModelSpec) -> ConditionOptions:
+    """The options `model` runs with: the spec's own always (so a wrong one is refused by `build_conditions`), the
+    command's flags only for conditions the model takes (`report --t 0.3` sets t for FxSR models, not for others)."""
+    wanted = getattr(model, "condition_scales", None) or {}
+    takes = {"t": "t" in wanted, "t_map": "t" in wanted, "seg": "seg" in wanted, "seg_model": "seg" in wanted}
+    return replace(spec.options, **{key: None for key in spec.defaulted if not takes[key]})
 
 
 def default_label(source: str, option_text: str) -> str:

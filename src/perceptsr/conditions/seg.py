@@ -32,8 +32,10 @@ from tqdm import tqdm
 from perceptsr.archs.outdoorseg import CAFFE_MEAN_BGR, STRIDE, OutdoorSceneSeg
 from perceptsr.archs.sftgan import SEG_CLASSES
 from perceptsr.data.resize import degrade, imresize
-from perceptsr.errors import InputError
+from perceptsr.errors import CheckpointError, InputError
+from perceptsr.io.arrays import load_npy
 from perceptsr.io.images import atomic_output, read_image, write_image
+from perceptsr.zoo.weights import load_torch_file
 
 SEG_SCALE = 4  # SFTGAN's map is at 4x the LR size
 SEG_MODEL_ENV = "PERCEPTSR_SEG_MODEL"
@@ -44,6 +46,7 @@ HOW_TO_GET = (
     f"pass --seg-model seg.safetensors or set {SEG_MODEL_ENV}=seg.safetensors (or give --seg MAP_FILE)"
 )
 _PROBABILITY_SUFFIXES = (".npy", ".pth", ".pt")
+MAX_MAP_BYTES = 2 << 30  # 8 float32 maps of 64 megapixels; a header claiming more is refused before reading
 # RGB per class (test_segmentation.py's lookup table): background, sky, water, grass, mountain, building, plant,
 # animal.
 CLASS_COLORS = ((153, 153, 153), (0, 255, 255), (109, 158, 235), (183, 225, 205), (153, 0, 255),
@@ -131,11 +134,13 @@ def read_probabilities(path: Path) -> Tensor:
     """A probability map file, 8×H×W or 1×8×H×W, as (1,8,H,W) float32."""
     try:
         if path.suffix.lower() == ".npy":
-            data = torch.from_numpy(np.load(path, allow_pickle=False))
+            data = torch.from_numpy(load_npy(path, max_bytes=MAX_MAP_BYTES))
         else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError, EOFError) as error:
-        raise InputError(f"cannot read segmentation map {path}: {error}") from None
+            data = load_torch_file(path, "segmentation map")
+    except CheckpointError as error:
+        raise InputError(f"cannot read segmentation map {error}") from None
+    except OSError as error:
+        raise InputError(f"cannot read segmentation map {path}: {error.strerror or error}") from None
     if not isinstance(data, Tensor) or not data.is_floating_point():
         raise InputError(f"{path} must hold a float array of class probabilities (8×H×W)")
     data = data.unsqueeze(0) if data.dim() == 3 else data
@@ -144,6 +149,8 @@ def read_probabilities(path: Path) -> Tensor:
                          f"probabilities ({', '.join(SEG_CLASSES)})")
     if not torch.isfinite(data).all():
         raise InputError(f"{path} has NaN or infinite probabilities")
+    if bool((data < 0).any()) or bool((data > 1 + 1e-3).any()):
+        raise InputError(f"{path} has values outside [0, 1]; a segmentation map holds class probabilities")
     return data.float()
 
 

@@ -98,12 +98,31 @@ def remap(
             raise CheckpointError(
                 f"{what}: {their_key} has shape {list(value.shape)}, expected {list(expected)}"
             )
+        if reference[our_key].is_floating_point() and not value.is_floating_point():
+            raise CheckpointError(f"{what}: {their_key} holds {value.dtype} values where weights are floating point")
         result[our_key] = value.to(reference[our_key].dtype)
     used = {pair[1] for pair in pairs}
     unused = [key for key in state if key not in used]
     if unused:
         raise CheckpointError(f"{what}: unexpected key {unused[0]!r} ({len(unused)} key(s) not converted)")
     return result
+
+
+def reference_state(module: Callable[[Any], torch.nn.Module], config: Any) -> dict[str, Tensor]:
+    """The state_dict `module(config)` would have, built on the meta device: shapes and dtypes, no memory.
+
+    A config inferred from a file's shapes may be absurd (a zero-size tensor claiming 200000 channels); nothing is
+    allocated until `remap` has matched every shape against tensors that really hold data.
+    """
+    with torch.device("meta"):
+        return module(config).state_dict()
+
+
+def check_finite(state: Mapping[str, Tensor], what: str) -> None:
+    """Refuse NaN or infinite weights (a release must not carry them, and they only make NaN images)."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{what}: {key} holds NaN or infinite values; refusing to convert it")
 
 
 def shape_of(state: Mapping[str, Any], key: str, what: str) -> tuple[int, ...]:
@@ -218,6 +237,7 @@ def convert_state(state: Mapping[str, Any], *, kind: str | None = None) -> Conve
     elif kind not in CONVERTERS:
         raise InputError(f"unknown checkpoint kind {kind!r}; known kinds: {', '.join(CONVERTERS)}")
     converted = CONVERTERS[kind].convert(state)
+    check_finite(converted.state_dict, kind)
     model = build(converted.arch, converted.config)  # ARCHS or PRIORS (the segmentation prior)
     try:
         model.load_state_dict(converted.state_dict, strict=True)

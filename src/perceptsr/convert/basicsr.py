@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from perceptsr.archs.srresnet import MSRResNet, MSRResNetConfig, SRResNet, SRResNetConfig
-from perceptsr.convert import Converted, count_indexed, remap, shape_of
+from perceptsr.convert import Converted, count_indexed, reference_state, remap, shape_of
 from perceptsr.errors import CheckpointError
 
 V1 = "BasicSR MSRResNet"
@@ -94,7 +94,7 @@ def _msrresnet(state: Mapping[str, Any], trunk: str, hr: str, what: str) -> Conv
     if scale == 4:
         pairs += _params("upconv2", "upconv2")
     pairs += _params("conv_hr", hr) + _params("conv_last", "conv_last")
-    reference = MSRResNet(config).state_dict()
+    reference = reference_state(MSRResNet, config)
     return Converted("msrresnet", config, remap(state, pairs, reference, what))
 
 
@@ -163,5 +163,5 @@ def convert_srresnet_old(state: Mapping[str, Any]) -> Converted:
     for stage in range(len(factors)):
         pairs += _params(f"upsampler.{3 * stage}", f"model.{2 + 3 * stage}")
     pairs += _params("conv_hr", f"model.{hr_index}") + _params("conv_last", f"model.{last_index}")
-    reference = SRResNet(config).state_dict()
+    reference = reference_state(SRResNet, config)
     return Converted("srresnet", config, remap(state, pairs, reference, what))

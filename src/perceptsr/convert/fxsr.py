@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from perceptsr.archs.fxsr import FxSRNet, FxSRNetConfig
-from perceptsr.convert import Converted, count_indexed, remap, shape_of
+from perceptsr.convert import Converted, count_indexed, reference_state, remap, shape_of
 from perceptsr.convert.rrdb import body_pairs, infer_sizes, params
 from perceptsr.errors import CheckpointError
 
@@ -47,4 +47,4 @@ def convert_fxsr(state: Mapping[str, Any]) -> Converted:
         pairs += params(f"conv_up{stage}", f"upconv{stage}")
     pairs += params("conv_hr", "HRconv") + params("conv_last", "conv_last")
     pairs += params("cond_net.0", "CondNet.0") + params("cond_net.2", "CondNet.2")
-    return Converted("fxsr", config, remap(state, pairs, FxSRNet(config).state_dict(), WHAT))
+    return Converted("fxsr", config, remap(state, pairs, reference_state(FxSRNet, config), WHAT))

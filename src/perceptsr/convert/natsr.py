@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from perceptsr.archs.natsr import FRSR, NMD, FRSRConfig, NMDConfig
-from perceptsr.convert import Converted, count_indexed, remap, shape_of
+from perceptsr.convert import Converted, count_indexed, reference_state, remap, shape_of
 from perceptsr.errors import CheckpointError, ConfigError, InputError
 
 WHAT = "NatSR/FRSR TensorFlow checkpoint"
@@ -136,7 +136,7 @@ def convert_frsr_tf(state: Mapping[str, Any]) -> Converted:
     factor = 2 if scale == 4 else scale
     for key in [k for k in torch_state if k.startswith(("GEN/conv_up1/", "GEN/conv_up2/"))]:
         torch_state[key] = depth_to_space_to_pixel_shuffle(torch_state[key], factor)
-    reference = FRSR(config).state_dict()
+    reference = reference_state(FRSR, config)
     return Converted(arch="frsr", config=config, state_dict=remap(torch_state, pairs, reference, WHAT))
 
 
@@ -150,7 +150,7 @@ def convert_nmd_tf(state: Mapping[str, Any]) -> tuple[NMDConfig, dict[str, Tenso
     config = NMDConfig(num_feat=head[3])
     names = [f"conv{stage}_{k}" for stage in range(1, 5) for k in (1, 2)] + ["conv5_1"]
     pairs = [pair for name in names for pair in _conv_pairs(name, f"CLASSIFIER/{name}")]
-    reference = NMD(config).state_dict()
+    reference = reference_state(NMD, config)
     return config, remap(_to_torch_layout(weights, NMD_WHAT), pairs, reference, NMD_WHAT), extras
 
 

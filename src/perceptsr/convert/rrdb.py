@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from perceptsr.archs.rrdb import RRDBNet, RRDBNetConfig
-from perceptsr.convert import Converted, count_indexed, remap, shape_of
+from perceptsr.convert import Converted, count_indexed, reference_state, remap, shape_of
 from perceptsr.errors import CheckpointError
 
 V1 = "BasicSR RRDBNet"
@@ -83,7 +83,7 @@ def _named(state: Mapping[str, Any], what: str, *, trunk: str, rdb: str, body_co
     for stage in range(1, stages + 1):
         pairs += params(f"conv_up{stage}", f"{up}{stage}")
     pairs += params("conv_hr", hr) + params("conv_last", "conv_last")
-    return Converted("rrdb", config, remap(state, pairs, RRDBNet(config).state_dict(), what))
+    return Converted("rrdb", config, remap(state, pairs, reference_state(RRDBNet, config), what))
 
 
 def is_basicsr(state: Mapping[str, Any]) -> bool:
@@ -127,4 +127,4 @@ def convert_old(state: Mapping[str, Any]) -> Converted:
     for stage in range(1, stages + 1):
         pairs += params(f"conv_up{stage}", f"model.{3 * stage}")
     pairs += params("conv_hr", f"model.{hr}") + params("conv_last", f"model.{last}")
-    return Converted("rrdb", config, remap(state, pairs, RRDBNet(config).state_dict(), what))
+    return Converted("rrdb", config, remap(state, pairs, reference_state(RRDBNet, config), what))

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from perceptsr.archs.outdoorseg import OutdoorSceneSeg, OutdoorSceneSegConfig
 from perceptsr.archs.sftgan import SFTNet, SFTNetConfig
-from perceptsr.convert import Converted, count_indexed, remap, shape_of
+from perceptsr.convert import Converted, count_indexed, reference_state, remap, shape_of
 from perceptsr.errors import CheckpointError
 
 PYTORCH = "SFTGAN (PyTorch, SFTGAN_noBN_OST_bg)"
@@ -31,8 +31,7 @@ _SFT_KEY = "sft_branch.0.sft0.SFT_scale_conv0.weight"
 
 def _reference(module: type, config: Any) -> dict[str, Tensor]:
     """The target's state dict on the meta device: names, shapes and dtypes without allocating weights."""
-    with torch.device("meta"):
-        return module(config).state_dict()
+    return reference_state(module, config)
 
 
 def _identity(reference: Mapping[str, Tensor]) -> list[tuple[str, str]]:

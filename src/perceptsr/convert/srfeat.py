@@ -32,6 +32,8 @@ from torch import Tensor
 from perceptsr.archs.srfeat import SRFEAT_SCALES, SRFeatGeneratorConfig
 from perceptsr.convert import Converted
 from perceptsr.errors import CheckpointError
+from perceptsr.io.arrays import check_zip
+from perceptsr.zoo.weights import MAX_WEIGHT_BYTES
 
 WHAT = "SRFeat .npz"
 
@@ -97,6 +99,7 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray | list[np.ndarray]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    check_zip(path, max_bytes=MAX_WEIGHT_BYTES, what=".npz file")
     try:
         with zipfile.ZipFile(path) as archive:
             return {
@@ -105,7 +108,7 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray | list[np.ndarray]]:
             }
     except (pickle.UnpicklingError, CheckpointError) as error:
         raise CheckpointError(f"{path}: refusing this .npz: {error}") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, TypeError, AttributeError) as error:
+    except Exception as error:  # zipfile/numpy/pickle report damage with many exception types
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path} is not a readable pickle-free .npz file ({text})") from None
 
@@ -214,8 +217,8 @@ def convert_srfeat_npz(state: Mapping[str, Any]) -> Converted:
     arrays, labels = [], found[1]
     for value, label in zip(*found, strict=True):
         array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
-        if array.dtype.kind not in "biuf":
-            raise CheckpointError(f"{WHAT}: {label} is not a numeric array (dtype {array.dtype})")
+        if array.dtype.kind != "f":
+            raise CheckpointError(f"{WHAT}: {label} holds {array.dtype} values where weights are floating point")
         arrays.append(array)
     config, factors = _infer(arrays, labels)
     layout = _layout(config, factors)

@@ -59,14 +59,18 @@ class DataConfig:
             raise ConfigError(f"val_max_images must be positive or null, got {self.val_max_images}")
 
 
-def load_pair(path: Path, scale: int) -> tuple[Tensor, Tensor]:
+def load_pair(path: Path, scale: int, *, max_pixels: int | None = None, mod_crop: bool = True) -> tuple[Tensor, Tensor]:
     """Read one HR image and make its LR: (hr (1,3,H,W), lr (1,3,H/s,W/s)) float32 in [0,1].
 
-    HR is mod-cropped to `scale`; LR = `resize.degrade(hr)`, on the 8-bit grid. Grayscale files come back as
-    three equal channels (io's canonical form). This is the one place training, validation and evaluation make
-    their pairs, so they cannot drift apart.
+    HR is mod-cropped to `scale` (with mod_crop=False, an HR that is not a multiple of it is an InputError);
+    LR = `resize.degrade(hr)`, on the 8-bit grid. Grayscale files come back as three equal channels (io's canonical
+    form). This is the one place training, validation and evaluation make their pairs, so they cannot drift apart.
     """
-    hr = modcrop(read_image(path).rgb, scale)
+    hr = read_image(path, **({} if max_pixels is None else {"max_pixels": max_pixels})).rgb
+    if not mod_crop and (hr.shape[-2] % scale or hr.shape[-1] % scale):
+        raise InputError(f"{path}: {hr.shape[-1]}x{hr.shape[-2]} is not a multiple of the scale {scale} "
+                         "(mod-crop it: drop --no-mod-crop)")
+    hr = modcrop(hr, scale)
     if min(hr.shape[-2:]) < scale:
         raise InputError(f"{path}: image is smaller than the scale {scale}")
     return hr, degrade(hr, scale)

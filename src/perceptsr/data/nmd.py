@@ -4,6 +4,7 @@
   (15 of 64) of every 8×8 block, per channel, with the orthonormal 8×8 DCT.
 - Blurry samples: α·HR + (1−α)·ILR, ILR = MATLAB bicubic ×s of the (8-bit) MATLAB bicubic LR.
 - The patch texture filter of the original data scripts (mean squared gradient ≥ 0.005, variance ≥ 0.03).
+- The NMD phase's batches (`nmd_batch`) and its curriculum (`NMDValidation`, `Curriculum`).
 Images are float32 N×3×H×W in [0,1]; outputs are not clipped (the original does not clip either).
 Matches: JWSoh/NatSR:Train_NMD/utils.py (inject_dct, interpolate_img), generate_Dataset/generate_TrainNMD.py.
 """
@@ -11,6 +12,7 @@ Matches: JWSoh/NatSR:Train_NMD/utils.py (inject_dct, interpolate_img), generate_
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -120,3 +122,74 @@ def fixed_patches(dataset: Dataset, count: int, *, seed: int) -> dict[str, Tenso
     keys = [(i % len(dataset), int(np.random.SeedSequence([seed, i]).generate_state(1)[0])) for i in range(count)]
     samples = [dataset[key] for key in keys]
     return {name: torch.stack([s[name] for s in samples]) for name in ("lr", "hr")}
+
+
+# --- The NMD phase: its batches and its curriculum -------------------------------------------------------------
+
+CURRICULUM_SEED = 2521  # fixes the validation patches and their noise (the original's Val_2521 set)
+
+
+def nmd_batch(hr: Tensor, lr: Tensor, *, sigma: float, alpha: float, scale: int,
+              rng: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The NMD's inputs from a training batch, ¼ DCT-noisy (σ), ¼ blurry (α), ½ clean HR, and labels 0, 0, 1 (N×1)."""
+    quarter = hr.shape[0] // 4
+    noisy = inject_dct_noise(hr[:quarter], sigma, rng)
+    blurry = blur_blend(hr[quarter : 2 * quarter], interpolated_lr(lr[quarter : 2 * quarter], scale), alpha)
+    label = torch.ones(hr.shape[0], 1, device=hr.device, dtype=hr.dtype)
+    label[: 2 * quarter] = 0
+    return torch.cat([noisy, blurry, hr[2 * quarter :]]), label
+
+
+class NMDValidation:
+    """The curriculum's fixed patches: `count` to corrupt (with fixed unit DCT noise and their ILR), `count` clean.
+
+    Made from the training data once, when training starts; a pure function of the data and `seed`.
+    """
+
+    def __init__(self, dataset: Dataset, *, count: int, scale: int, seed: int = CURRICULUM_SEED) -> None:
+        patches = fixed_patches(dataset, 2 * count, seed=seed)
+        hr, lr = patches["hr"][:count], patches["lr"][:count]
+        noise = dct_noise(tuple(hr.shape), torch.Generator().manual_seed(seed))
+        self.patches = {"hr": hr, "ilr": interpolated_lr(lr, scale), "noise": noise, "clean": patches["hr"][count:]}
+
+    @torch.no_grad()
+    def accuracies(self, nmd: torch.nn.Module, sigma: float, alpha: float, chunk: int = 32) -> tuple[float, float]:
+        """Accuracies (%) of `nmd` on [noisy, clean] and on [blurry, clean] patches at σ and α."""
+        device = next(nmd.parameters()).device
+        if self.patches["hr"].device != device:
+            self.patches = {key: value.to(device) for key, value in self.patches.items()}
+        val = self.patches
+
+        def logits(images: Tensor) -> Tensor:
+            return torch.cat([nmd(part) for part in images.split(chunk)])
+
+        clean = (logits(val["clean"]) > 0).double().sum()
+        noisy = logits(val["hr"] + sigma * val["noise"])
+        blurry = logits(blur_blend(val["hr"], val["ilr"], alpha))
+        total = 2 * val["hr"].shape[0]
+        return (float(100 * ((noisy <= 0).double().sum() + clean) / total),
+                float(100 * ((blurry <= 0).double().sum() + clean) / total))
+
+
+@dataclass(frozen=True)
+class Curriculum:
+    """When the moving average of an accuracy reaches `threshold` (%): σ ← σ·sigma_decay, α ← min(α + step, max).
+
+    The original tests the blur average with `== 95.0`, which almost never fires; here both use ≥. The state
+    (σ, α and the accuracy histories, whose length is the window) is tensors the caller keeps in its checkpoint.
+    """
+
+    threshold: float
+    sigma_decay: float
+    alpha_step: float
+    max_alpha: float
+
+    def advance(self, sigma: Tensor, alpha: Tensor, histories: tuple[Tensor, Tensor],
+                accuracies: tuple[float, float]) -> None:
+        """Push the (noise, blur) accuracies into their histories and update σ and α in place."""
+        for history, value in zip(histories, accuracies, strict=True):
+            history.copy_(torch.cat([history[1:], history.new_tensor([value])]))
+        if float(histories[0].mean()) >= self.threshold:
+            sigma.mul_(self.sigma_decay)
+        if float(histories[1].mean()) >= self.threshold:
+            alpha.fill_(min(round(float(alpha) + self.alpha_step, 10), self.max_alpha))

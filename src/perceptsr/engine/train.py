@@ -1,7 +1,10 @@
 """The one training loop for every method.
 
-Per iteration: the discriminators step on the detached `sr` (every iteration), then the generator steps with the
-discriminators frozen (every `n_critic`-th iteration when discriminators train), then the generator's EMA.
+Per iteration: the discriminators step on the detached `sr` (every iteration; plus the WGAN-GP term of each, when
+the phase sets `gradient_penalty`; then weight clipping), then the generator steps with the discriminators frozen
+(every `n_critic`-th iteration when discriminators train), then the generator's EMA. These mechanics live here
+only, for every discriminator of every method: a method says what each discriminator compares
+(`Method.critic_inputs`) and returns its loss terms.
 Randomness comes from (seed, step) alone: the data sampler, the method's per-step draws and the saved torch RNG,
 so `--resume` continues bit-identically on CPU. A non-finite loss stops the run before anything is saved.
 """
@@ -22,11 +25,22 @@ from tqdm import tqdm
 
 from perceptsr.data.datasets import TrainBatchSampler, ValDataset, make_train_loader
 from perceptsr.engine import distributed
-from perceptsr.engine.checkpoint import find, load_checkpoint, mark_best, save_checkpoint, split_prefix
+from perceptsr.engine.checkpoint import (
+    find,
+    has_checkpoint,
+    load_checkpoint,
+    mark_best,
+    recover,
+    save_checkpoint,
+    split_prefix,
+    write_atomic,
+)
+from perceptsr.engine.runlock import RunLock
 from perceptsr.engine.runlog import RunLogger
 from perceptsr.engine.setup import TrainConfig, autocast, build_method, config_yaml, pick_device
 from perceptsr.errors import CheckpointError, PerceptsrError
 from perceptsr.evaluation.evaluate import evaluate_items
+from perceptsr.losses import gradient_penalty
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
 
 
@@ -139,10 +153,14 @@ class Trainer:
             if config.data.val else None
         self.spans = spans(self.method.phases)
         self.total = self.spans[-1].end if self.spans else 0
-        self.method.on_train_start(self._first_batch())
+        self.method.on_train_start(self._first_batch(), self.dataset)
         self.ema = copy.deepcopy(self.method.generator).requires_grad_(False)
         self.step, self.best, self.optim_state, self.resumed_phase = 0, None, {}, None
-        if resume:
+        self.lock = RunLock(self.run_dir)
+        if resume and self.env.is_main:
+            self.lock.acquire()  # before reading: a live run's checkpoints may be pruned under us
+            recover(self.run_dir)
+        if resume and has_checkpoint(self.run_dir):  # a run folder without a complete checkpoint starts at 0
             self._resume()
         elif config.init:
             self.method.init_generator(init_source(config.init))
@@ -216,8 +234,11 @@ class Trainer:
         with autocast(self.device, self.config.precision), torch.set_grad_enabled(train_g):
             sr = self.method.make_sr(batch, span.name)
         if d_names:
+            fake = None if sr is None else sr.detach()
             with autocast(self.device, self.config.precision):
-                terms = self.method.discriminator_losses(batch, None if sr is None else sr.detach(), span.name)
+                terms = self.method.discriminator_losses(batch, fake, span.name)
+                if phase.gradient_penalty > 0:
+                    terms.update(self.gradient_penalties(d_names, batch, fake, phase.gradient_penalty))
             self._update("d", terms, d_names, optimizers, local)
             if phase.clip_discriminator is not None:
                 with torch.no_grad():
@@ -237,12 +258,21 @@ class Trainer:
             logs.update({f"g_{k}": v.item() for k, v in terms.items()})
         return logs
 
+    def gradient_penalties(self, names: list[str], batch: Batch, fake: Tensor, weight: float) -> dict[str, Tensor]:
+        """λ·WGAN-GP of each trained discriminator on what it compares; logged as d_gradient_penalty (one
+        discriminator) or d_gradient_penalty_<name> (several)."""
+        terms = {}
+        for name in names:
+            critic = self.method.critic_inputs(name, batch, fake)
+            key = "gradient_penalty" if len(names) == 1 else f"gradient_penalty_{name}"
+            terms[key] = weight * gradient_penalty(critic.score, critic.real, critic.fake)
+        return terms
+
     def validate(self) -> dict[str, float]:
-        self.method.generator.eval()
-        try:
-            return evaluate_items(self.method.generator, self.val.items, scale=self.scale, device=self.device)
-        finally:
-            self.method.generator.train()
+        """Mean PSNR/SSIM (Y, crop = scale) on the validation images, through the one measurement path of eval,
+        report and sweep; the raw generator runs eagerly on its training device (a fused copy per validation would
+        cost more than it saves), and its train/eval flag is restored."""
+        return evaluate_items(self.method.generator, self.val.items, scale=self.scale)
 
     def save(self, span: Span, metrics: dict[str, float] | None) -> None:
         improved = bool(metrics) and (self.best is None or metrics["psnr"] > self.best["psnr"])
@@ -263,9 +293,10 @@ class Trainer:
         """Train to the end of the last phase; False when a stop signal ended the run early (it is resumable)."""
         main = self.env.is_main
         if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(config_yaml(self.config))
-        logger = RunLogger(self.run_dir, enabled=main)
+            self.lock.acquire()  # one writer per run folder, until the end of run()
+            recover(self.run_dir)
+            write_atomic(self.run_dir / "config.yaml", config_yaml(self.config))
+        logger = RunLogger(self.run_dir, enabled=main, start_step=self.step)
         handled = (signal.SIGTERM, signal.SIGINT)
         previous = {s: signal.signal(s, self._request_stop) for s in handled} if main else {}
         loader = iter(make_train_loader(self.dataset, self._sampler(self.step), workers=self.config.data.workers,
@@ -317,6 +348,7 @@ class Trainer:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             distributed.teardown(self.env)
+            self.lock.release()
         return self.step == self.total
 
 

@@ -37,7 +37,7 @@ class Protocol:
     def describe(self) -> str:
         """One line for tables and logs, e.g. `Y, crop 4, HR mod-cropped to 4`."""
         crop = f"crop {self.border}"
-        mod = f"HR mod-cropped to {self.scale}" if self.mod_crop else "HR not mod-cropped"
+        mod = f"HR mod-cropped to {self.scale}" if self.mod_crop and self.scale > 1 else "HR not mod-cropped"
         return f"{'Y' if self.y_channel else 'RGB'}, {crop}, {mod}"
 
     def to_dict(self) -> dict[str, object]:

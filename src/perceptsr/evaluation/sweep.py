@@ -1,36 +1,43 @@
-"""The perception-distortion curve of a t-conditioned model (FxSR): dataset metrics for each t of a sweep.
+"""The perception-distortion curve of t-conditioned models (FxSR): dataset metrics for each model, dataset and t.
 
-Per t, `engine.evaluate.evaluate` runs the paper protocol (mod-crop, MATLAB-bicubic LR on the 8-bit grid, SR
-rounded to 8 bit) with a constant t map, giving PSNR/SSIM (Y, crop = scale) and NIQE (Y, crop = scale). Then
-from the same 8-bit SR images: LR-PSNR (NTIRE21, FxSR Table 1) = PSNR(MATLAB-bicubic 1/s of SR, LR) on RGB,
-unrounded downscale, no crop; and LPIPS (crop = scale) when its weights are given. Outputs: sweep.csv,
-sweep.json (means per t, per-image values, protocol) and sweep.png (PSNR against NIQE, labelled by t).
+Each (model, dataset, t) is one `evaluation.evaluate.run_evaluation` with the model's condition options at that t
+(a constant t map, as `upscale --t` makes it): the same SR path and protocol as `eval` and `report`, so a sweep's
+row at t equals their numbers for MODEL:t=t. Outputs: sweep.csv (a row per model, dataset and t), sweep.json
+(those rows, the per-image values, the protocol and how the models ran) and sweep.png (PSNR against NIQE, a curve per
+model and dataset, labelled by t).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
-import tempfile
-from dataclasses import dataclass, field
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from perceptsr.conditions.tmap import check_t, t_condition
-from perceptsr.data.datasets import load_pair
-from perceptsr.data.resize import degrade
+from perceptsr.conditions import ModelSpec
+from perceptsr.conditions.tmap import check_t
 from perceptsr.errors import InputError
-from perceptsr.evaluation.evaluate import evaluate
-from perceptsr.io.images import atomic_output, list_images, read_image
-from perceptsr.metrics import psnr
+from perceptsr.evaluation.evaluate import (
+    DEFAULT_METRICS,
+    dataset_samples,
+    describe_run,
+    protocol_record,
+    run_evaluation,
+    run_record,
+)
+from perceptsr.evaluation.protocol import Protocol
+from perceptsr.evaluation.strict_json import dumps
+from perceptsr.inference.upscale import RunOptions
+from perceptsr.io.images import atomic_output
 
 OUTPUTS = ("sweep.csv", "sweep.json", "sweep.png")
-METRIC_ORDER = ("psnr", "ssim", "lr_psnr", "niqe", "lpips")
+FORMAT = "perceptsr-sweep"
+MAX_T_VALUES = 1000
 
 
 def parse_t_values(spec: str) -> list[float]:
@@ -42,149 +49,145 @@ def parse_t_values(spec: str) -> list[float]:
             if len(parts) != 3:
                 raise ValueError
             start, stop, step = parts
-            if step <= 0 or stop < start:
-                raise InputError(f"--t {spec!r}: need start <= stop and a step > 0")
+            if not all(math.isfinite(v) for v in parts) or step <= 0 or stop < start:
+                raise InputError(f"t values {spec!r}: need finite start <= stop and a step > 0")
             count = math.floor((stop - start) / step + 1e-9) + 1
+            if count > MAX_T_VALUES:
+                raise InputError(f"t values {spec!r}: {count} values is too many (at most {MAX_T_VALUES})")
             values = [round(start + i * step, 10) for i in range(count)]
         else:
             values = [float(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise InputError(f"--t {spec!r}: expected start:stop:step, a comma list or one number") from None
+        raise InputError(f"t values {spec!r}: expected start:stop:step, a comma list or one number") from None
     if not values:
-        raise InputError(f"--t {spec!r}: no t values")
-    if len(values) > 1000:
-        raise InputError(f"--t {spec!r}: {len(values)} values is too many (at most 1000)")
+        raise InputError(f"t values {spec!r}: no t values")
+    if len(values) > MAX_T_VALUES:
+        raise InputError(f"t values {spec!r}: {len(values)} values is too many (at most {MAX_T_VALUES})")
     return [check_t(v) for v in values]
 
 
 @dataclass
 class SweepResult:
-    """Mean metrics per t (rows, in sweep order), per-image values per t, and how they were measured."""
+    """Rows {model, dataset, t, metric means} in sweep order, per-image values (images[model][dataset][t][stem]),
+    the protocol and run records, and notes (e.g. why LPIPS is left out)."""
 
-    rows: list[dict[str, float]]
-    images: dict[str, dict[str, dict[str, float]]]
+    rows: list[dict]
+    images: dict[str, dict[str, dict[str, dict[str, dict[str, float]]]]]
+    metrics: list[str]
     protocol: dict
+    run: dict
+    models: list[dict]
+    datasets: list[str]
     notes: list[str] = field(default_factory=list)
 
 
-def load_lpips_or_note(*, enabled: bool, net: str = "alex", weights: str | Path | None = None
-                       ) -> tuple[nn.Module | None, str]:
-    """LPIPS hook: (the network, "") when its weights are present, else (None, why it is left out).
+def check_sweepable(spec: ModelSpec, module: nn.Module) -> None:
+    if "t" not in getattr(module, "condition_scales", {}):
+        raise InputError(f"model {spec.label} takes no t (sweep needs an FxSR model)")
 
-    Weights come from `weights` / $PERCEPTSR_LPIPS_WEIGHTS (then a failure is an error: they were asked for)
-    or the torch.hub cache / a download (a failure there only leaves LPIPS out).
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "model"
+
+
+def run_sweep(models: Sequence[tuple[ModelSpec, nn.Module]], data: Sequence[Path], *, protocol: Protocol,
+              ts: Sequence[float], run: RunOptions | None = None, lpips: nn.Module | None = None,
+              lpips_note: str = "", max_images: int | None = None, max_pixels: int | None = None,
+              image_dir: Path | None = None, progress: bool = False) -> SweepResult:
+    """Evaluate every model on every HR folder once per t (LPIPS too when `lpips` is given).
+
+    With `image_dir`, SR images go to image_dir/<model>/<dataset>/t<t>/<stem>.png.
     """
-    if not enabled:
-        return None, "LPIPS disabled with --no-lpips"
-    from perceptsr.errors import CheckpointError
-    from perceptsr.metrics.lpips import FOLDER_ENV, load_lpips
-
-    try:
-        return load_lpips(net, folder=weights), ""
-    except CheckpointError as error:
-        if weights is not None or os.environ.get(FOLDER_ENV):
-            raise
-        return None, f"LPIPS left out: {error}"
-
-
-def _extra_metrics(sr_dir: Path, pairs: dict[str, tuple[Tensor, Tensor]], scale: int,
-                   lpips_net: nn.Module | None) -> dict[str, dict[str, float]]:
-    """LR-PSNR (and LPIPS) per image from the 8-bit SR files evaluate wrote."""
-    values = {}
-    for stem, (hr, lr) in pairs.items():
-        sr = read_image(sr_dir / f"{stem}.png").rgb
-        row = {"lr_psnr": psnr(degrade(sr, scale, bit_depth=None), lr, crop_border=0, y_channel=False)}
-        if lpips_net is not None:
-            from perceptsr.metrics.lpips import lpips_distance
-
-            row["lpips"] = lpips_distance(sr, hr, lpips_net, crop_border=scale)
-        values[stem] = row
-    return values
+    for spec, module in models:
+        check_sweepable(spec, module)
+    metrics = [*DEFAULT_METRICS, *(["lpips"] if lpips is not None else [])]
+    datasets = [(Path(folder).name, dataset_samples(folder, protocol, max_images=max_images, max_pixels=max_pixels))
+                for folder in data]
+    rows: list[dict] = []
+    images: dict = {}
+    for spec, module in models:
+        for name, samples in datasets:
+            for t in ts:
+                sr_dir = image_dir / slug(spec.label) / name / f"t{t:.3f}" if image_dir is not None else None
+                result = run_evaluation(samples, protocol=protocol, metrics=metrics, model=module, run=run,
+                                        conditions=replace(spec.options, t=t, t_map=None), lpips=lpips, sr_dir=sr_dir,
+                                        dataset=name, name=f"{spec.label} t={t:g}", progress=progress)
+                rows.append({"model": spec.label, "dataset": name, "t": t, **result.mean})
+                images.setdefault(spec.label, {}).setdefault(name, {})[f"{t:g}"] = result.images
+    return SweepResult(rows=rows, images=images, metrics=metrics,
+                       protocol=protocol_record(protocol, metrics, lpips_net=getattr(lpips, "net", None)),
+                       run=run_record(run), models=[{"label": s.label, "source": s.source,
+                                                     "options": s.option_text()} for s, _ in models],
+                       datasets=[name for name, _ in datasets], notes=[lpips_note] if lpips_note else [])
 
 
-def run_sweep(model: nn.Module, folder: Path, *, scale: int, ts: list[float], device: torch.device | str = "cpu",
-              tile: int | None = None, max_images: int | None = None, lpips_net: nn.Module | None = None,
-              lpips_note: str = "", image_dir: Path | None = None, progress: bool = True) -> SweepResult:
-    """Evaluate `model` on the HR images of `folder` once per t (LPIPS too when `lpips_net` is given).
-
-    With `image_dir`, SR images go to image_dir/t<t>/<stem>.png (else to a temporary folder: LR-PSNR and
-    LPIPS are measured on those 8-bit files)."""
-    if "t" not in getattr(model, "condition_scales", {}):
-        raise InputError("this model takes no t (sweep needs an FxSR model)")
-    paths = list_images([folder])[:max_images]
-    pairs = {path.stem: load_pair(path, scale) for path in paths}
-    notes = [lpips_note] if lpips_note else []
-    metrics = ["psnr", "ssim", "niqe"]
-    rows, images, protocol = [], {}, {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for t in ts:
-            sr_dir = (image_dir if image_dir is not None else Path(scratch)) / f"t{t:.3f}"
-            result = evaluate(model, folder, scale=scale, metrics=metrics, device=device, tile=tile,
-                              max_images=max_images, progress=progress, model_name=f"t={t:g}", sr_dir=sr_dir,
-                              conditions_fn=lambda lr, hr, t=t: {"t": t_condition(lr, t=t, t_map=None)})
-            extra = _extra_metrics(sr_dir, pairs, scale, lpips_net)
-            per_image = {stem: {**values, **extra[stem]} for stem, values in result.images.items()}
-            names = [m for m in METRIC_ORDER if m in next(iter(per_image.values()))]
-            mean = {m: _nanmean([row[m] for row in per_image.values()]) for m in names}
-            rows.append({"t": t, **mean})
-            images[f"{t:g}"] = per_image
-            protocol = result.protocol
-    protocol = {**protocol, "metrics": [m for m in METRIC_ORDER if m in rows[0]],
-                "lr_psnr": "RGB, PSNR(MATLAB bicubic 1/s of the 8-bit SR, unrounded; LR), no crop",
-                "lpips": f"v0.1 ({getattr(lpips_net, 'net', '?')}), crop {scale}" if lpips_net is not None else None}
-    return SweepResult(rows=rows, images=images, protocol=protocol, notes=notes)
-
-
-def _nanmean(values: list[float]) -> float:
-    defined = [v for v in values if not math.isnan(v)]
-    return sum(defined) / len(defined) if defined else math.nan
-
-
-def check_outputs(outdir: Path, *, overwrite: bool) -> None:
+def check_outputs(outdir: Path, *, overwrite: bool, save_images: bool = False) -> None:
     """Refuse before any work when an output exists (unless overwrite) or outdir is a file."""
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"output directory {outdir} is an existing file")
-    for name in OUTPUTS:
+    names = [*OUTPUTS, *(["images"] if save_images else [])]
+    for name in names:
         if (outdir / name).exists() and not overwrite:
             raise InputError(f"output {outdir / name} already exists (pass --overwrite to replace it)")
 
 
-def write_outputs(result: SweepResult, outdir: Path, *, model_name: str, dataset: str, overwrite: bool) -> None:
-    """sweep.csv, sweep.json and sweep.png in `outdir`, each written atomically."""
-    columns = ["t", *result.protocol["metrics"]]
+def document(result: SweepResult) -> dict:
+    """sweep.json's content (strict JSON once through `strict_json.dumps`)."""
+    return {"format": FORMAT, "models": result.models, "datasets": result.datasets,
+            "model": result.models[0]["label"] if len(result.models) == 1 else None,
+            "protocol": result.protocol, "run": result.run, "notes": result.notes, "metrics": result.metrics,
+            "rows": result.rows, "images": result.images}
+
+
+def write_outputs(result: SweepResult, outdir: Path, *, overwrite: bool) -> list[Path]:
+    """sweep.csv, sweep.json and sweep.png in `outdir`, each written atomically; return them."""
+    from perceptsr.evaluation.report.tables import csv_number, csv_text
+
+    columns = ["model", "dataset", "t", *result.metrics]
     table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: row[k] for k in columns} for row in result.rows)
-    document = {"model": model_name, "dataset": dataset, "protocol": result.protocol, "notes": result.notes,
-                "rows": result.rows, "images": result.images}
-    with atomic_output(outdir / "sweep.csv", overwrite=overwrite) as tmp:
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(columns)
+    for row in result.rows:
+        writer.writerow([csv_text(row["model"]), csv_text(row["dataset"]), repr(float(row["t"])),
+                         *[csv_number(row[m]) for m in result.metrics]])
+    paths = [outdir / name for name in OUTPUTS]
+    with atomic_output(paths[0], overwrite=overwrite) as tmp:
         tmp.write_text(table.getvalue())
-    with atomic_output(outdir / "sweep.json", overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps(document, indent=1, allow_nan=True) + "\n")
-    with atomic_output(outdir / "sweep.png", overwrite=overwrite) as tmp:
-        _plot(result.rows, tmp, title=f"{model_name} on {dataset}")
+    with atomic_output(paths[1], overwrite=overwrite) as tmp:
+        tmp.write_text(dumps(document(result), indent=1) + "\n")
+    with atomic_output(paths[2], overwrite=overwrite) as tmp:
+        _plot(result, tmp)
+    return paths
 
 
-def _plot(rows: list[dict[str, float]], path: Path, *, title: str) -> None:
-    """PSNR (distortion, up is better) against NIQE (perception, left is better), each point labelled by t."""
+def _plot(result: SweepResult, path: Path) -> None:
+    """PSNR (distortion, up is better) against NIQE (perception, left is better): a curve per model and dataset."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
     try:
-        niqe, value = [r["niqe"] for r in rows], [r["psnr"] for r in rows]
-        ax.plot(niqe, value, "o-", color="tab:blue")
-        for row in rows:
-            ax.annotate(f"t={row['t']:g}", (row["niqe"], row["psnr"]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=8)
+        for model in result.models:
+            for dataset in result.datasets:
+                points = [r for r in result.rows if r["model"] == model["label"] and r["dataset"] == dataset
+                          and math.isfinite(r["niqe"]) and math.isfinite(r["psnr"])]
+                if not points:
+                    continue
+                label = model["label"] if len(result.datasets) == 1 else f"{model['label']} / {dataset}"
+                ax.plot([r["niqe"] for r in points], [r["psnr"] for r in points], "o-", label=label)
+                for row in points:
+                    ax.annotate(f"t={row['t']:g}", (row["niqe"], row["psnr"]), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7)
+        channel = "Y" if result.protocol["y_channel"] else "RGB"
         ax.set_xlabel("NIQE (lower = more natural)")
-        ax.set_ylabel("PSNR, Y [dB]")
-        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(f"PSNR-{channel} [dB], crop {result.protocol['crop_border']}")
+        ax.set_title(f"{result.protocol['description']}; {describe_run(result.run)}", fontsize=8)
         ax.ticklabel_format(useOffset=False)
         ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
         fig.savefig(path, format="png")
     finally:

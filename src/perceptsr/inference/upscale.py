@@ -43,6 +43,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def load_prepared(source: str, *, scale: int | None, run: RunOptions) -> tuple[FastModel, torch.device]:
+    """The model `source` (bicubic, a bundled name or a release file) on the run's device, prepared once at the run's
+    precision: how `upscale` and every measuring command run models."""
+    from perceptsr.zoo.models import load_model
+
+    device = pick_device(run.device)
+    model = prepare(load_model(source, scale=scale), precision=run.precision, device=device, compile=run.compile)
+    return model, device
+
+
 def model_width(model: nn.Module) -> int:
     """The widest conv in the model (feature channels), for the tile-size estimate."""
     widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -62,8 +72,9 @@ def upscale_tensor(
 ) -> Tensor:
     """SR of a (1,3,h,w) [0,1] tensor, unclamped, on CPU. Tiles when the image is large or `tile` is given.
 
-    Runs through `speed.prepare` (channels-last, inference mode) at `precision` (auto|fp32|bf16|fp16); a model
-    already prepared at that precision (e.g. with compile=True) is used as it is.
+    Runs through `inference.fast.prepare` (fused, channels-last, inference mode) at `precision` (auto|fp32|bf16|
+    fp16); a model already prepared at that precision (e.g. with compile=True) is used as it is. This is the path of
+    `upscale` and of every measuring command (evaluation.evaluate).
     """
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
     if not (isinstance(model, FastModel) and model.requested == precision):

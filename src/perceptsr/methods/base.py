@@ -1,18 +1,26 @@
 """What every method shares: its phase schedule, its batch, and the interface the engine drives.
 
-A method is its networks plus loss math. It never calls `backward`, `step` or `requires_grad_` and never moves
-devices: the engine (`engine/train.py`) owns those mechanics, so a new method cannot get them subtly wrong.
+A method is its networks plus loss math. It never calls `backward`, `step` or `requires_grad_`, never moves
+devices and never applies n_critic, weight clipping, the gradient penalty or the EMA: the engine
+(`engine/train.py`) owns those mechanics for every discriminator of every method, so a new method cannot get them
+subtly wrong. Hooks the engine calls: `make_generator` (the only network export and inference build),
+`build_losses` (loss networks, training only), `critic_inputs` (what a discriminator compares, for the gradient
+penalty), `prepare`, `make_sr`, `generator_losses`, `discriminator_losses`, `after_step`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from perceptsr.errors import ConfigError
+from perceptsr.archs import ARCHS
+from perceptsr.config import positive_finite, require
+from perceptsr.errors import CheckpointError, ConfigError
 
 GENERATOR = "generator"
 
@@ -27,6 +35,14 @@ class OptimizerConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
 
+    def __post_init__(self) -> None:
+        require(positive_finite(self.learning_rate), "learning_rate",
+                f"must be finite and > 0, got {self.learning_rate}")
+        require(all(0.0 <= b < 1.0 for b in self.betas), "betas", f"must be in [0, 1), got {list(self.betas)}")
+        require(positive_finite(self.eps), "eps", f"must be finite and > 0, got {self.eps}")
+        require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+                f"must be >= 0, got {self.weight_decay}")
+
 
 @dataclass(frozen=True)
 class ScheduleConfig:
@@ -36,6 +52,12 @@ class ScheduleConfig:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.5
     eta_min: float = 1e-7
+
+    def __post_init__(self) -> None:
+        require(all(m >= 0 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
+                "milestones", f"must be increasing iterations >= 0, got {list(self.milestones)}")
+        require(positive_finite(self.gamma), "gamma", f"must be finite and > 0, got {self.gamma}")
+        require(math.isfinite(self.eta_min) and self.eta_min >= 0, "eta_min", f"must be >= 0, got {self.eta_min}")
 
 
 @dataclass(frozen=True)
@@ -57,12 +79,25 @@ class Phase:
     ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.iterations < 0:
-            raise ConfigError(f"phase iterations must be >= 0, got {self.iterations}")
-        if self.n_critic < 1:
-            raise ConfigError(f"n_critic must be >= 1, got {self.n_critic}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        require(self.iterations >= 0, "iterations", f"must be >= 0, got {self.iterations}")
+        require(self.n_critic >= 1, "n_critic", f"must be >= 1, got {self.n_critic}")
+        require(self.clip_discriminator is None or positive_finite(self.clip_discriminator), "clip_discriminator",
+                f"must be finite and > 0 (or null), got {self.clip_discriminator}")
+        require(math.isfinite(self.gradient_penalty) and self.gradient_penalty >= 0, "gradient_penalty",
+                f"must be >= 0, got {self.gradient_penalty}")
+        require(0.0 <= self.ema_decay < 1.0, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        require(len(set(self.trains)) == len(self.trains), "trains", f"names a network twice: {list(self.trains)}")
+
+
+def basicsr_gan_phase(*, ema_decay: float) -> Phase:
+    """BasicSR's ESRGAN adversarial phase (SROT's, hence FxSR's, too): 400k iterations, Adam 1e-4 β (0.9, 0.99),
+    halved at 50k, 100k, 200k and 300k."""
+    adam = OptimizerConfig(learning_rate=1e-4, betas=(0.9, 0.99))
+    return Phase(
+        iterations=400_000, trains=(GENERATOR, "image"), generator_optimizer=adam, discriminator_optimizer=adam,
+        schedule=ScheduleConfig(kind="multistep", milestones=(50_000, 100_000, 200_000, 300_000), gamma=0.5),
+        ema_decay=ema_decay,
+    )
 
 
 @dataclass
@@ -97,23 +132,65 @@ class ParamGroup:
     start: int = 0
 
 
+@dataclass
+class CriticInputs:
+    """What one discriminator compares: real and fake inputs (as it sees them) and its real-vs-fake logit.
+
+    The engine's gradient penalty interpolates between `real` and `fake` and differentiates `score`.
+    """
+
+    real: Tensor
+    fake: Tensor
+    score: Callable[[Tensor], Tensor]
+
+
+def arch_of(config: Any) -> str:
+    """The ARCHS name of a generator config dataclass."""
+    return next(name for name, spec in ARCHS.items() if type(config) is spec.config)
+
+
+def check_patch_size(batch: Batch, size: int | None, network: str, fix: str) -> None:
+    """A discriminator with a dense head takes one HR patch size; anything else is a ConfigError saying `fix`."""
+    height, width = batch.hr.shape[-2:]
+    if size is not None and (height, width) != (size, size):
+        raise ConfigError(f"the {network} discriminator takes {size}x{size} HR patches but data.patch_size gives "
+                          f"{height}x{width}; {fix}")
+
+
 class Method(nn.Module):
     """Base of every method: `generator`, `discriminators` (may be empty) and the loss terms.
 
     Subclasses set `self.config` (a frozen dataclass with `phases: dict[str, Phase]`) and implement
-    `generator_losses` and, if any phase trains a discriminator, `discriminator_losses`.
+    `generator_losses` and, if any phase trains a discriminator, `discriminator_losses`. `__init__` builds
+    networks only; loss networks (VGG, a frozen NMD) come in `build_losses`, which only training calls.
+    `no_gradient_penalty` names the discriminators that are no real-vs-fake critic (with the reason): a phase
+    with `gradient_penalty > 0` that trains one is refused when the config is read.
     """
 
     config: Any
+    no_gradient_penalty: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, generator: nn.Module | None, **discriminators: nn.Module) -> None:
+    def __init__(self, config: Any, **discriminators: nn.Module) -> None:
         super().__init__()
-        self.generator = generator
+        self.config = config
+        self.generator = self.make_generator(config)
         self.discriminators = nn.ModuleDict(discriminators)
+
+    @classmethod
+    def make_generator(cls, config: Any) -> nn.Module:
+        """The generator alone, from `config.generator` (an ARCHS config): all export and inference build."""
+        return ARCHS[arch_of(config.generator)].module(config.generator)
+
+    def build_losses(self) -> None:
+        """Build the loss networks (VGG, LPIPS, a frozen NMD); the trainer calls this once, right after __init__."""
 
     @property
     def phases(self) -> dict[str, Phase]:
         return self.config.phases
+
+    def runs(self, phase: str) -> bool:
+        """Whether `phase` has iterations (networks and losses of phases that never run are not built)."""
+        return self.phases[phase].iterations > 0
 
     def networks(self) -> dict[str, nn.Module]:
         """Every trainable network by the name phases use."""
@@ -123,12 +200,12 @@ class Method(nn.Module):
         return nets
 
     def check_phases(self) -> None:
-        """Phases may only train networks the method has."""
+        """Phases that run may only train networks the method has."""
         known = set(self.networks())
         for name, phase in self.phases.items():
-            for net in phase.trains:
-                if net not in known:
-                    raise ConfigError(f"phase {name!r} trains {net!r}, but the method has only {sorted(known)}")
+            missing = [net for net in phase.trains if net not in known] if phase.iterations else []
+            if missing:
+                raise ConfigError(f"phase {name!r} trains {missing[0]!r}, but the method has only {sorted(known)}")
 
     def train_dataset(self, data: Any, *, scale: int, progress: bool) -> torch.utils.data.Dataset:
         """The training dataset; methods with extra inputs (segmentation maps) override this."""
@@ -139,8 +216,12 @@ class Method(nn.Module):
             cache_dir=data.cache_dir, progress=progress,
         )
 
-    def on_train_start(self, batch: Batch) -> None:
-        """Called once with the first batch of a fresh run (e.g. to fix a virtual-batch-norm reference)."""
+    def on_train_start(self, batch: Batch, dataset: torch.utils.data.Dataset) -> None:
+        """Called once before training with step 0's batch and the training data (resume calls it too).
+
+        For checks of the data against the networks and fixed references (a virtual-batch-norm batch, NatSR's
+        curriculum patches).
+        """
 
     def prepare(self, batch: Batch, phase: str, rng: torch.Generator) -> Batch:
         """Add per-iteration inputs drawn from `rng` (seeded by the step, so resume is exact). Default: none."""
@@ -156,14 +237,16 @@ class Method(nn.Module):
     def discriminator_losses(self, batch: Batch, sr: Tensor | None, phase: str) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def critic_inputs(self, name: str, batch: Batch, sr: Tensor) -> CriticInputs:
+        """What discriminator `name` compares (default: HR vs SR images, its output the logit)."""
+        return CriticInputs(batch.hr, sr, self.discriminators[name])
+
     def parameter_groups(self, network: str, phase: str) -> list[ParamGroup]:
         """How a network's parameters are grouped for its optimiser. Default: one group, full rate, from step 0."""
         return [ParamGroup(list(self.networks()[network].parameters()))]
 
     def init_generator(self, state_dict: dict[str, Tensor]) -> None:
         """Start the generator from other weights (config `init`). Default: strict, every key must match."""
-        from perceptsr.errors import CheckpointError
-
         try:
             self.generator.load_state_dict(state_dict, strict=True)
         except RuntimeError as error:

@@ -4,7 +4,7 @@ functions of t (methods.md §4.3-4.4). FxSR's own training code is not public; t
 - t ~ U(0,1) is drawn in `prepare` from the step's generator: one t per iteration (`t_sampling: batch`, SROT),
   one per sample (`sample`), or a random smooth map per sample (`spatial`: Gaussian blobs, for local control).
   The generator sees T = the map at LR size. With per-sample or per-pixel t every weight below becomes a
-  per-sample / per-pixel weight and each term a weighted mean (see methods/esrgan.py), so a pixel is trained
+  per-sample / per-pixel weight and each term a weighted mean (see losses/weighted.py), so a pixel is trained
   with the objective of its own t; with one t per batch this is SROT's scalar objective exactly.
 - FxSR-PD (`objective: pd`, seungho-snu/SROT:codes/models/SRGAN_model.py "ESRGAN-SROT-M1234"):
   L1 weight 1e-2 + 20·(1 − t); RaGAN weight 5e-3·t; the L VGG layers (conv1_2, conv2_2, conv3_4, conv4_4,
@@ -16,22 +16,19 @@ functions of t (methods.md §4.3-4.4). FxSR's own training code is not public; t
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from perceptsr.archs.discriminators import VGGStyleDiscriminator, VGGStyleDiscriminatorConfig
-from perceptsr.archs.fxsr import FxSRNet, FxSRNetConfig
+from perceptsr.archs.fxsr import FxSRNetConfig
 from perceptsr.conditions.tmap import random_smooth_maps
-from perceptsr.config import from_dict
-from perceptsr.errors import CheckpointError, ConfigError
-from perceptsr.methods.base import Batch, Method, Phase
-from perceptsr.methods.esrgan import ESRGANLoss, LossWeights, check_patch_size, gan_phase
-
-logger = logging.getLogger(__name__)
+from perceptsr.config import require
+from perceptsr.losses import LossWeights, PerceptualLoss, discriminator_loss, relativistic_terms
+from perceptsr.methods.base import Batch, Method, Phase, basicsr_gan_phase, check_patch_size
+from perceptsr.methods.transfer import init_from_rrdb
 
 PD_LAYERS = ("conv1_2", "conv2_2", "conv3_4", "conv4_4")  # SROT's w12, w22, w34, w44
 DS_LAYERS = ("conv2_2", "conv3_4", "conv4_4")  # VGG22 -> VGG44 (FxSR readme's texture levels)
@@ -41,8 +38,8 @@ DS_LAYERS = ("conv2_2", "conv3_4", "conv4_4")  # VGG22 -> VGG44 (FxSR readme's t
 class FxSRConfig:
     """FxSR-PD by default (SROT's schedule and training setup)."""
 
-    generator: dict[str, Any] = field(default_factory=lambda: {"scale": 4})  # FxSRNetConfig
-    discriminator: dict[str, Any] = field(default_factory=dict)  # VGGStyleDiscriminatorConfig (128)
+    generator: FxSRNetConfig = field(default_factory=FxSRNetConfig)
+    discriminator: VGGStyleDiscriminatorConfig = field(default_factory=VGGStyleDiscriminatorConfig)
     objective: Literal["pd", "ds"] = "pd"
     t_sampling: Literal["batch", "sample", "spatial"] = "batch"
     blobs: int = 3  # Gaussian blobs per random map (t_sampling: spatial)
@@ -52,17 +49,13 @@ class FxSRConfig:
     adversarial_weight: float = 5e-3  # pd: times t; ds: fixed
     vgg_weights: str | None = None
     allow_random_vgg: bool = False
-    phases: dict[str, Phase] = field(default_factory=lambda: {"gan": gan_phase(ema_decay=0.0)})
+    phases: dict[str, Phase] = field(default_factory=lambda: {"gan": basicsr_gan_phase(ema_decay=0.0)})
 
     def __post_init__(self) -> None:
-        from_dict(FxSRNetConfig, self.generator, "model.generator")
-        from_dict(VGGStyleDiscriminatorConfig, self.discriminator, "model.discriminator")
-        if set(self.phases) != {"gan"}:
-            raise ConfigError(f"fxsr has the one phase gan, got {sorted(self.phases)}")
-        if self.blobs < 0:
-            raise ConfigError(f"model.blobs must be >= 0, got {self.blobs}")
-        if self.objective == "ds" and len(self.layers) < 2:
-            raise ConfigError("model.perceptual_layers: the ds objective slides across at least 2 layers")
+        require(set(self.phases) == {"gan"}, "phases", f"fxsr has the one phase gan, got {sorted(self.phases)}")
+        require(self.blobs >= 0, "blobs", f"must be >= 0, got {self.blobs}")
+        require(self.objective == "pd" or len(self.layers) >= 2, "perceptual_layers",
+                "the ds objective slides across at least 2 layers")
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -91,16 +84,17 @@ class FxSR(Method):
     """FxSR generator + VGG-style discriminator `image`, trained with the t-conditioned objective."""
 
     def __init__(self, config: FxSRConfig) -> None:
-        super().__init__(
-            FxSRNet(from_dict(FxSRNetConfig, config.generator)),
-            image=VGGStyleDiscriminator(from_dict(VGGStyleDiscriminatorConfig, config.discriminator)),
-        )
-        self.config = config
-        layers = list(config.layers) if config.phases["gan"].iterations > 0 else []
-        self.loss = ESRGANLoss(layers, vgg_weights=config.vgg_weights, allow_random=config.allow_random_vgg)
+        super().__init__(config, image=VGGStyleDiscriminator(config.discriminator))
+        self.perceptual: PerceptualLoss | None = None
 
-    def on_train_start(self, batch: Batch) -> None:
-        check_patch_size(self.discriminators["image"], batch)
+    def build_losses(self) -> None:
+        if self.runs("gan"):
+            self.perceptual = PerceptualLoss(dict.fromkeys(self.config.layers, 1.0), weights=self.config.vgg_weights,
+                                             allow_random=self.config.allow_random_vgg)
+
+    def on_train_start(self, batch: Batch, dataset: torch.utils.data.Dataset) -> None:
+        size = self.config.discriminator.input_size
+        check_patch_size(batch, size, "VGG-style", f"set data.patch_size={size}")
 
     def draw_t(self, batch: int, height: int, width: int, rng: torch.Generator) -> Tensor:
         """t maps (batch,1,height,width) on the CPU, drawn from `rng` as `t_sampling` says."""
@@ -120,36 +114,15 @@ class FxSR(Method):
 
     def generator_losses(self, batch: Batch, sr: Tensor, phase: str) -> dict[str, Tensor]:
         weights = loss_weights(self.config, batch.extras["t"])
-        return self.loss.generator_terms(sr, batch.hr, self.discriminators["image"], weights)
+        return relativistic_terms(sr, batch.hr, self.discriminators["image"], self.perceptual, weights)
 
     def discriminator_losses(self, batch: Batch, sr: Tensor | None, phase: str) -> dict[str, Tensor]:
-        return self.loss.discriminator_terms(self.discriminators["image"], batch.hr, sr)
+        image = self.discriminators["image"]
+        return {"adversarial": discriminator_loss("ragan", image(batch.hr), image(sr))}
 
     def after_step(self, step: int, phase: str, batch: Batch) -> dict[str, float]:
         return {"t": float(batch.extras["t"].mean())}
 
     def init_generator(self, state_dict: dict[str, Tensor]) -> None:
-        """Start from an RRDB PSNR model (SFT layers and condition net stay fresh) or from a whole FxSR model.
-
-        Every RRDB key must be present with the right shape; `conv_up3` may be missing (an x8 FxSR started from
-        an x4 model keeps a fresh third stage). Keys the generator does not have are refused.
-        """
-        own = self.generator.state_dict()
-        conditional = {k for k in own if ".sft" in k or k.startswith("cond_net.")}
-        optional = {k for k in own if k.startswith("conv_up3.")}
-        if not conditional & set(state_dict):
-            optional |= conditional
-        for key, value in state_dict.items():
-            if key not in own:
-                raise CheckpointError(f"init weights have key {key!r}, which the FxSR generator does not have")
-            if tuple(value.shape) != tuple(own[key].shape):
-                raise CheckpointError(
-                    f"init weights: {key} has shape {list(value.shape)}, the generator needs {list(own[key].shape)}"
-                )
-        missing = [k for k in own if k not in state_dict and k not in optional]
-        if missing:
-            raise CheckpointError(f"init weights lack {missing[0]!r} ({len(missing)} generator key(s) missing)")
-        fresh = [k for k in own if k not in state_dict]
-        if fresh:
-            logger.info("fxsr init: %d tensors stay freshly initialised (SFT, condition net, ...)", len(fresh))
-        self.generator.load_state_dict({**own, **state_dict}, strict=True)
+        """Start from an RRDB PSNR model (SFT layers and condition net fresh) or a whole FxSR model."""
+        init_from_rrdb(self.generator, state_dict)

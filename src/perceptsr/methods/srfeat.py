@@ -20,15 +20,22 @@ from torch.nn import functional as F  # noqa: N812
 from perceptsr.archs.srfeat import (
     FEATURE_LAYER,
     SRFeatDiscriminatorConfig,
-    SRFeatGenerator,
     SRFeatGeneratorConfig,
     feature_discriminator,
     image_discriminator,
 )
-from perceptsr.archs.vgg import VGGFeatureExtractor
-from perceptsr.errors import ConfigError
-from perceptsr.losses import discriminator_loss, generator_loss
-from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
+from perceptsr.config import require
+from perceptsr.losses import PerceptualLoss, discriminator_loss, generator_loss
+from perceptsr.methods.base import (
+    GENERATOR,
+    Batch,
+    CriticInputs,
+    Method,
+    OptimizerConfig,
+    Phase,
+    ScheduleConfig,
+    check_patch_size,
+)
 
 DISCRIMINATORS = ("image", "feature")
 
@@ -75,42 +82,39 @@ class SRFeatConfig:
     phases: dict[str, Phase] = field(default_factory=_paper_phases)
 
     def __post_init__(self) -> None:
-        if set(self.phases) != {"pretrain", "gan"}:
-            raise ConfigError(f"srfeat has phases pretrain and gan, got {sorted(self.phases)}")
-        if self.phases["pretrain"].trains != (GENERATOR,):
-            raise ConfigError("srfeat: phase pretrain trains only the generator")
+        require(set(self.phases) == {"pretrain", "gan"}, "phases",
+                f"srfeat has pretrain and gan, got {sorted(self.phases)}")
+        require(self.phases["pretrain"].trains == (GENERATOR,), "phases.pretrain.trains", "only the generator")
         unknown = set(self.phases["gan"].trains) - {GENERATOR, *DISCRIMINATORS}
-        if unknown:
-            raise ConfigError(f"srfeat: phase gan can train generator, image, feature; not {sorted(unknown)}")
-        if self.patch_size < 1:
-            raise ConfigError(f"model.patch_size must be positive, got {self.patch_size}")
+        require(not unknown, "phases.gan.trains",
+                f"phase gan can train generator, image, feature; not {sorted(unknown)}")
+        require(self.patch_size >= 1, "patch_size", f"must be positive, got {self.patch_size}")
 
 
 class SRFeat(Method):
     """SRFeat generator + the discriminators its gan phase trains (`image` on images, `feature` on φ54)."""
 
     def __init__(self, config: SRFeatConfig) -> None:
-        gan = config.phases["gan"]
         builders = {"image": (image_discriminator, config.image_discriminator),
                     "feature": (feature_discriminator, config.feature_discriminator)}
-        super().__init__(
-            SRFeatGenerator(config.generator),
-            **{name: build(cfg, config.patch_size) for name, (build, cfg) in builders.items() if name in gan.trains},
-        )
-        self.config = config
-        self.vgg: nn.Module | None = None
-        if gan.iterations > 0:
-            self.vgg = VGGFeatureExtractor([FEATURE_LAYER], normalize="caffe", weights=config.vgg_weights,
-                                           allow_random=config.allow_random_vgg)
+        trains = config.phases["gan"].trains
+        super().__init__(config, **{name: build(cfg, config.patch_size)
+                                    for name, (build, cfg) in builders.items() if name in trains})
+        self.perceptual: PerceptualLoss | None = None
 
-    def on_train_start(self, batch: Batch) -> None:
-        dense = [name for name, net in self.discriminators.items() if net.config.head == "dense"]
-        if dense and batch.hr.shape[-1] != self.config.patch_size:
-            raise ConfigError(
-                f"the dense head of the {dense[0]} discriminator needs {self.config.patch_size}x"
-                f"{self.config.patch_size} HR patches but data.patch_size gives {batch.hr.shape[-1]}; set "
-                f"model.patch_size={batch.hr.shape[-1]} or model.{dense[0]}_discriminator.head=conv"
-            )
+    def build_losses(self) -> None:
+        """φ54/12.75 of [0,1] images; the release clips the VGG input to [0,1] (`Vgg19_simple_api`)."""
+        cfg = self.config
+        if self.runs("gan"):
+            self.perceptual = PerceptualLoss({FEATURE_LAYER: cfg.perceptual_weight}, criterion="mse", normalize="caffe",
+                                             feature_scale=cfg.feature_scale, clamp=True, weights=cfg.vgg_weights,
+                                             allow_random=cfg.allow_random_vgg)
+
+    def on_train_start(self, batch: Batch, dataset: torch.utils.data.Dataset) -> None:
+        for name, net in self.discriminators.items():
+            if net.config.head == "dense":
+                check_patch_size(batch, self.config.patch_size, name, f"set model.patch_size={batch.hr.shape[-1]} "
+                                 f"or model.{name}_discriminator.head=conv")
 
     def make_sr(self, batch: Batch, phase: str) -> Tensor:
         # Set here, right before the generator runs, so a validation pass toggling train() cannot undo it.
@@ -121,8 +125,7 @@ class SRFeat(Method):
         return self.generator(batch.lr)
 
     def _features(self, images: Tensor) -> Tensor:
-        """φ54/12.75 of [0,1] images; the release clips the VGG input to [0,1] (`Vgg19_simple_api`)."""
-        return self.vgg(images.clamp(0, 1))[FEATURE_LAYER] * self.config.feature_scale
+        return self.perceptual.features(images)[FEATURE_LAYER]
 
     def generator_losses(self, batch: Batch, sr: Tensor, phase: str) -> dict[str, Tensor]:
         if phase == "pretrain":
@@ -131,21 +134,23 @@ class SRFeat(Method):
         fake = self._features(sr)
         with torch.no_grad():
             real = self._features(batch.hr)
-        terms = {"perceptual": cfg.perceptual_weight * F.mse_loss(fake, real)}
+        terms = {"perceptual": self.perceptual.compare({FEATURE_LAYER: fake}, {FEATURE_LAYER: real})}
         if "image" in self.discriminators:
             terms["image"] = cfg.image_weight * generator_loss("vanilla", self.discriminators["image"](sr * 2 - 1))
         if "feature" in self.discriminators:
             terms["feature"] = cfg.feature_weight * generator_loss("vanilla", self.discriminators["feature"](fake))
         return terms
 
+    def critic_inputs(self, name: str, batch: Batch, sr: Tensor) -> CriticInputs:
+        """The image discriminator sees [-1,1] images, as in the release; the feature one φ54/12.75."""
+        if name == "image":
+            return CriticInputs(batch.hr * 2 - 1, sr * 2 - 1, self.discriminators["image"])
+        with torch.no_grad():
+            return CriticInputs(self._features(batch.hr), self._features(sr), self.discriminators["feature"])
+
     def discriminator_losses(self, batch: Batch, sr: Tensor | None, phase: str) -> dict[str, Tensor]:
         weight, terms = self.config.discriminator_weight, {}
-        if "image" in self.discriminators:
-            image = self.discriminators["image"]  # sees [-1,1] images, as in the release
-            terms["image"] = weight * discriminator_loss("vanilla", image(batch.hr * 2 - 1), image(sr * 2 - 1))
-        if "feature" in self.discriminators:
-            feature = self.discriminators["feature"]
-            with torch.no_grad():
-                real, fake = self._features(batch.hr), self._features(sr)
-            terms["feature"] = weight * discriminator_loss("vanilla", feature(real), feature(fake))
+        for name, discriminator in self.discriminators.items():
+            critic = self.critic_inputs(name, batch, sr)
+            terms[name] = weight * discriminator_loss("vanilla", discriminator(critic.real), discriminator(critic.fake))
         return terms

@@ -3,41 +3,38 @@
 Phase `pretrain` trains the generator alone on a pixel loss (the paper's SRResNet-MSE); phase `gan` adds the VGG
 content loss and the adversarial term. One-sided label smoothing is `real_label < 1` (Salimans et al. 2016);
 virtual batch norm is the discriminator's `norm: virtual`; the WGAN variant is `adversarial: wgan` with an
-RMSProp discriminator, `clip_discriminator` and `n_critic` in the gan phase (or `gradient_penalty` for WGAN-GP).
-Specification: methods.md §1.
+RMSProp discriminator, `clip_discriminator` and `n_critic` in the gan phase (or `gradient_penalty` for WGAN-GP,
+which the engine applies). Specification: methods.md §1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from torch import Tensor, nn
+import torch
+from torch import Tensor
 
 from perceptsr.archs import ARCHS
 from perceptsr.archs.discriminators import (
-    SRGANDiscriminator,
+    IMAGE_DISCRIMINATORS,
     SRGANDiscriminatorConfig,
-    VGGStyleDiscriminator,
     VGGStyleDiscriminatorConfig,
 )
-from perceptsr.config import from_dict
-from perceptsr.errors import ConfigError
+from perceptsr.archs.srresnet import MSRResNetConfig, SRResNetConfig
+from perceptsr.config import require
 from perceptsr.losses import (
     AdversarialKind,
     PerceptualLoss,
+    PixelKind,
     discriminator_loss,
     generator_loss,
-    gradient_penalty,
     pixel_loss,
 )
-from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
+from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig, check_patch_size
 
-PixelKind = Literal["l1", "mse", "charbonnier"]
-DISCRIMINATORS = {
-    "srgan": (SRGANDiscriminator, SRGANDiscriminatorConfig),
-    "vggstyle": (VGGStyleDiscriminator, VGGStyleDiscriminatorConfig),
-}
+GENERATORS = ("srresnet", "msrresnet")
 
 
 def _paper_phases() -> dict[str, Phase]:
@@ -54,12 +51,16 @@ def _paper_phases() -> dict[str, Phase]:
 
 @dataclass(frozen=True)
 class SRGANConfig:
-    """SRGAN settings; defaults are the paper's (VGG54 post-ReLU / 12.75 on Caffe-style input, 1e-3 adversarial)."""
+    """SRGAN settings; defaults are the paper's (VGG54 post-ReLU / 12.75 on Caffe-style input, 1e-3 adversarial).
+
+    `generator` is the config of `arch`, `discriminator` that of `discriminator_arch` (see `field_types`).
+    """
 
     arch: Literal["srresnet", "msrresnet"] = "srresnet"
-    generator: dict[str, Any] = field(default_factory=lambda: {"scale": 4})
+    generator: SRResNetConfig | MSRResNetConfig = field(default_factory=SRResNetConfig)
     discriminator_arch: Literal["srgan", "vggstyle"] = "srgan"
-    discriminator: dict[str, Any] = field(default_factory=dict)
+    discriminator: SRGANDiscriminatorConfig | VGGStyleDiscriminatorConfig = field(
+        default_factory=SRGANDiscriminatorConfig)
     pretrain_loss: PixelKind = "mse"
     pixel_loss: PixelKind = "mse"
     pixel_weight: float = 0.0
@@ -74,42 +75,42 @@ class SRGANConfig:
     allow_random_vgg: bool = False
     phases: dict[str, Phase] = field(default_factory=_paper_phases)
 
+    @staticmethod
+    def field_types(data: Mapping[str, Any]) -> dict[str, type]:
+        """The generator's config type follows `arch`, the discriminator's `discriminator_arch`."""
+        arch, disc = data.get("arch", "srresnet"), data.get("discriminator_arch", "srgan")
+        types = {"generator": ARCHS[arch].config} if arch in GENERATORS else {}
+        return types | ({"discriminator": IMAGE_DISCRIMINATORS[disc][1]} if disc in IMAGE_DISCRIMINATORS else {})
+
     def __post_init__(self) -> None:
-        from_dict(ARCHS[self.arch].config, self.generator, "model.generator")
-        from_dict(DISCRIMINATORS[self.discriminator_arch][1], self.discriminator, "model.discriminator")
-        if set(self.phases) != {"pretrain", "gan"}:
-            raise ConfigError(f"srgan has phases pretrain and gan, got {sorted(self.phases)}")
-        if not 0.0 < self.real_label <= 1.0:
-            raise ConfigError(f"model.real_label must be in (0, 1], got {self.real_label}")
+        require(isinstance(self.generator, ARCHS[self.arch].config), "generator", f"is not a {self.arch} config")
+        require(isinstance(self.discriminator, IMAGE_DISCRIMINATORS[self.discriminator_arch][1]), "discriminator",
+                f"is not a {self.discriminator_arch} discriminator config")
+        require(set(self.phases) == {"pretrain", "gan"}, "phases",
+                f"srgan has pretrain and gan, got {sorted(self.phases)}")
+        require(0.0 < self.real_label <= 1.0, "real_label", f"must be in (0, 1], got {self.real_label}")
 
 
 class SRGAN(Method):
     """SRResNet/MSRResNet generator + SRGAN or VGG-style discriminator `image`."""
 
     def __init__(self, config: SRGANConfig) -> None:
-        arch = ARCHS[config.arch]
-        d_module, d_config = DISCRIMINATORS[config.discriminator_arch]
-        super().__init__(
-            arch.module(from_dict(arch.config, config.generator)),
-            image=d_module(from_dict(d_config, config.discriminator)),
-        )
-        self.config = config
-        gan = config.phases["gan"]
-        self.content: nn.Module | None = None
-        if gan.iterations > 0 and config.content_layers:
+        super().__init__(config, image=IMAGE_DISCRIMINATORS[config.discriminator_arch][0](config.discriminator))
+        self.content: PerceptualLoss | None = None
+
+    def build_losses(self) -> None:
+        cfg = self.config
+        if self.runs("gan") and cfg.content_layers:
             self.content = PerceptualLoss(
-                config.content_layers, criterion=config.content_criterion, normalize=config.content_normalize,
-                feature_scale=config.content_scale, weights=config.vgg_weights, allow_random=config.allow_random_vgg,
+                cfg.content_layers, criterion=cfg.content_criterion, normalize=cfg.content_normalize,
+                feature_scale=cfg.content_scale, weights=cfg.vgg_weights, allow_random=cfg.allow_random_vgg,
             )
 
-    def on_train_start(self, batch: Batch) -> None:
+    def on_train_start(self, batch: Batch, dataset: torch.utils.data.Dataset) -> None:
         image = self.discriminators["image"]
-        size = getattr(image.config, "input_size", None)
-        if size and getattr(image.config, "head", "dense") == "dense" and batch.hr.shape[-1] != size:
-            raise ConfigError(
-                f"the discriminator's dense head needs {size}x{size} HR patches but data.patch_size gives "
-                f"{batch.hr.shape[-1]}; set data.patch_size={size} or model.discriminator.head=conv"
-            )
+        dense = getattr(image.config, "head", "dense") == "dense"
+        check_patch_size(batch, image.config.input_size if dense else None, "image",
+                         f"set data.patch_size={image.config.input_size} or model.discriminator.head=conv")
         if getattr(image.config, "norm", None) == "virtual":
             image.set_reference(batch.hr)
 
@@ -128,9 +129,5 @@ class SRGAN(Method):
 
     def discriminator_losses(self, batch: Batch, sr: Tensor | None, phase: str) -> dict[str, Tensor]:
         image = self.discriminators["image"]
-        terms = {"adversarial": discriminator_loss(
+        return {"adversarial": discriminator_loss(
             self.config.adversarial, image(batch.hr), image(sr), real_label=self.config.real_label)}
-        weight = self.phases[phase].gradient_penalty
-        if weight:
-            terms["gradient_penalty"] = weight * gradient_penalty(image, batch.hr, sr)
-        return terms

@@ -226,3 +226,20 @@ def lpips_distance(sr: Tensor, hr: Tensor, model: LPIPS, *, crop_border: int = 0
     param = next(model.parameters())
     with torch.inference_mode():
         return float(model(sr.to(param), hr.to(param))[0])
+
+
+def lpips_or_note(*, enabled: bool, net: LpipsNet = "alex",
+                  weights: str | Path | None = None) -> tuple[LPIPS | None, str]:
+    """The LPIPS network for a measuring command, or (None, why it is left out).
+
+    Weights asked for explicitly (`weights` or $PERCEPTSR_LPIPS_WEIGHTS) must load: a failure is an error. Otherwise
+    LPIPS is optional: weights missing from the hub cache offline only leave the column out, with the reason.
+    """
+    if not enabled:
+        return None, "LPIPS disabled with --no-lpips"
+    try:
+        return load_lpips(net, folder=weights), ""
+    except CheckpointError as error:
+        if weights is not None or os.environ.get(FOLDER_ENV):
+            raise
+        return None, f"LPIPS left out: {error}"

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import pickle
-import zipfile
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from perceptsr.errors import CheckpointError
+from perceptsr.io.arrays import check_zip
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +68,7 @@ def read_tensor_file(path: str | Path) -> Any:
         raise CheckpointError(f"checkpoint {path} does not exist")
     suffix = path.suffix.lower()
     if suffix in (".pth", ".pt"):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            text = str(error)
-            if "Unsupported global" not in text:  # not a pickle at all: random bytes, truncated file, ...
-                raise CheckpointError(
-                    f"{path} is not a readable PyTorch checkpoint ({_unpickler_reason(text)})"
-                ) from None
-            raise CheckpointError(
-                f"{path} holds pickled objects other than tensors ({_unpickler_reason(text)}); refusing to "
-                "load it (torch.load weights_only=True). Re-save its state_dict with "
-                "torch.save(model.state_dict())"
-            ) from None
-        except (RuntimeError, EOFError, ValueError, OSError) as error:
-            raise CheckpointError(
-                f"{path} is not a readable PyTorch checkpoint ({_first_line(error)})"
-            ) from None
+        return load_torch_file(path, "PyTorch checkpoint")
     if suffix == ".safetensors":
         try:
             return load_file(str(path))
@@ -92,16 +77,63 @@ def read_tensor_file(path: str | Path) -> Any:
                 f"{path} is not a readable safetensors file ({_first_line(error)})"
             ) from None
     if suffix == ".npz":
+        check_zip(path, max_bytes=MAX_WEIGHT_BYTES, what=".npz file")
         try:
             with np.load(path, allow_pickle=False) as archive:
                 return {key: archive[key] for key in archive.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        except Exception as error:  # zipfile/numpy report damage with many exception types
             raise CheckpointError(
                 f"{path} is not a readable pickle-free .npz file ({_first_line(error)})"
             ) from None
     raise CheckpointError(
         f"{path}: unsupported checkpoint type {suffix or '(none)'} (use .pth, .pt, .safetensors or .npz)"
     )
+
+
+# The largest weight file read: VGG19 is 548 MiB, the largest generators well under that.
+MAX_WEIGHT_BYTES = 4 << 30
+
+
+def load_torch_file(path: Path, what: str) -> Any:
+    """`torch.load(weights_only=True)` of a file that may be hostile: sizes checked first, one-line errors.
+
+    A pickle that needs anything but tensors and containers is refused with the project's own message; torch's
+    advice to retry with weights_only=False (which would run the file's code) is never passed on.
+    """
+    check_zip(path, max_bytes=MAX_WEIGHT_BYTES, what=what)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused, reason = unpickling_reason(error)
+        if refused:
+            raise CheckpointError(
+                f"{path} holds pickled objects other than tensors ({reason}); refusing to load it (read with "
+                "torch.load weights_only=True: no code from a weight file runs). Re-save its state_dict with "
+                "torch.save(model.state_dict())"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable {what} ({reason})") from None
+    except Exception as error:  # torch reports corrupt files with RuntimeError, EOFError, ValueError, KeyError, ...
+        raise CheckpointError(f"{path} is not a readable {what} ({_first_line(error)})") from None
+
+
+def unpickling_reason(error: BaseException) -> tuple[bool, str]:
+    """(refused by the weights-only unpickler?, a short reason free of torch's "set weights_only=False" advice).
+
+    Torch words this differently across versions ("Unsupported global: GLOBAL x.y", "unsupported GLOBAL
+    posix.system whose module posix is blocked", "Unsupported class ...", "Unsupported operand 172" for bytes
+    that are no pickle at all), so it is matched loosely: a named GLOBAL, a class or a call is a refusal;
+    an unknown opcode, a truncation or no detail at all means the file is not a readable pickle.
+    """
+    text = str(error)
+    found = re.search(r"GLOBAL\s+([\w.]+)", text)
+    if found:
+        return True, f"it needs {found.group(1)}"
+    detail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
+    lines = [line.strip() for line in detail.splitlines() if line.strip()]
+    first = re.split(r"\.\s|;|\bPlease\b|`", lines[0])[0].strip(" .") if lines else ""
+    if first and not re.search(r"operand|truncat|load key|EOF|MARK|memo|stack", first, re.IGNORECASE):
+        return True, first
+    return False, first or _first_line(error)
 
 
 def resolve_weights(source: WeightSource, local: str | Path | None = None) -> dict[str, Tensor]:
@@ -121,7 +153,10 @@ def resolve_weights(source: WeightSource, local: str | Path | None = None) -> di
         state = torch.hub.load_state_dict_from_url(
             source.url, map_location="cpu", check_hash=True, weights_only=True, progress=True
         )
-    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"{source.name} from the torch.hub cache are refused ({unpickling_reason(error)[1]}): "
+                              f"{source.how_to_provide()}") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as error:
         raise CheckpointError(
             f"{source.name} are not available offline ({_first_line(error)}): {source.how_to_provide()}"
         ) from None
@@ -158,14 +193,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _unpickler_reason(text: str) -> str:
-    """The informative part of torch's long weights_only refusal ("Unsupported global: GLOBAL x.Y")."""
-    marker = "WeightsUnpickler error:"
-    reason = text.split(marker, 1)[1] if marker in text else text
-    lines = [line.strip() for line in reason.splitlines() if line.strip()]
-    return lines[0].split(" was not an allowed global")[0] if lines else "unreadable pickle"
-
-
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
+    """The first line of an error, without any advice to disable the weights-only guard."""
+    for line in str(error).strip().splitlines():
+        if line.strip() and not re.search(r"weights[_ ]only", line, re.IGNORECASE):
+            return line.strip()
+    return type(error).__name__

@@ -6,15 +6,14 @@ results.csv, results.md, pd_niqe.png (pd_lpips.png with LPIPS) and index.html.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from perceptsr.conditions import ModelSpec, parse_model_spec
 from perceptsr.evaluation.report.plots import plot_pd
 from perceptsr.evaluation.report.run import compute_report
 from perceptsr.evaluation.report.tables import write_csv, write_json, write_markdown
 from perceptsr.evaluation.report.viewer import write_viewer
-from perceptsr.metrics.lpips import LPIPS
 
 __all__ = ["ModelSpec", "compute_report", "parse_model_spec", "run_report", "write_outputs"]
 
@@ -31,20 +30,7 @@ def write_outputs(doc: dict, out: Path) -> list[Path]:
     return [out / "results.json", out / "results.csv", out / "results.md", *plots, viewer]
 
 
-def run_report(
-    *,
-    models: Sequence[ModelSpec],
-    data: Sequence[Path],
-    scale: int,
-    out: Path,
-    lpips: LPIPS | None = None,
-    lpips_note: str = "",
-    device: str = "auto",
-    tile: int | None = None,
-    max_images: int | None = None,
-    progress: bool = True,
-) -> tuple[dict, list[Path]]:
-    """Compute the report (cached SR images and numbers are reused) and write every output file."""
-    doc = compute_report(models=models, data=data, scale=scale, out=out, lpips=lpips, lpips_note=lpips_note,
-                         device=device, tile=tile, max_images=max_images, progress=progress)
+def run_report(*, out: Path, **options: Any) -> tuple[dict, list[Path]]:
+    """`compute_report(out=out, **options)` (cached SR images and numbers are reused), then every output file."""
+    doc = compute_report(out=out, **options)
     return doc, write_outputs(doc, out)

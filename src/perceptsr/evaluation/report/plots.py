@@ -1,14 +1,15 @@
-"""Perception–distortion plots (Blau & Michaeli 2018): Y-PSNR against NIQE, and against LPIPS when present.
+"""Perception–distortion plots (Blau & Michaeli 2018): PSNR against NIQE, and against LPIPS when present.
 
-One point per (model, dataset): colour = model, marker = dataset; up and to the left is better. For a model
-with a style control (FxSR's t), a sweep file adds its curve over t. A sweep file is the sweep.json that
-`perceptsr sweep` writes: `{"model": "<release file name>", "dataset": "Set5", "protocol": {"y_channel": true,
-...}, "rows": [{"t": 0.3, "psnr": .., "niqe": .., "lpips": ..}, ...]}` (PSNR on Y; a file whose protocol says
-RGB is not plotted on the Y-PSNR axis). A model's sweep is looked up, first found wins, at
+One point per (model, dataset): colour = model, marker = dataset; up and to the left is better. PSNR is on the
+report's channel (Y or RGB, its protocol). For a model with a style control (FxSR's t), a sweep file adds its curve
+over t. A sweep file is the sweep.json that `perceptsr sweep` writes: `{"models": [{"label": .., "source": ..}],
+"protocol": {"y_channel": true, ...}, "rows": [{"model": label, "dataset": "Set5", "t": 0.3, "psnr": .., "niqe": ..,
+"lpips": ..}, ...]}` (older files name one "model" and rows without it). A sweep measured on another channel than
+the report's is not drawn. A model's sweep is looked up, first found wins, at
 
 1. `<release file without suffix>.sweep.json` beside the model file,
-2. `sweep.json` beside the model file, then `OUTDIR/sweep.json` and `OUTDIR/*/sweep.json`, when its "model"
-   is the model's label, its argument, or the release file's name or stem.
+2. `sweep.json` beside the model file, then `OUTDIR/sweep.json` and `OUTDIR/*/sweep.json`, when one of its models
+   is the model's label, its argument, or the release file's name or stem (given as label or source).
 """
 
 from __future__ import annotations
@@ -48,11 +49,22 @@ def find_sweep(model: dict, out: Path) -> dict | None:
         if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
             log.warning("ignoring sweep file %s: no 'rows' list", path)
             continue
-        named = str(doc.get("model", ""))
-        if must_match and not ({named, Path(named).name} & _names(model)):
+        if must_match and not sweep_names(doc) & _names(model):
             continue
         return doc
     return None
+
+
+def sweep_names(doc: dict) -> set[str]:
+    """Every name a sweep document gives its models (labels, sources and the sources' file names)."""
+    names: set[str] = set()
+    entries = doc.get("models") if isinstance(doc.get("models"), list) else []
+    for entry in [*entries, {"label": doc.get("model")}]:
+        if isinstance(entry, dict):
+            for value in (entry.get("label"), entry.get("source")):
+                if isinstance(value, str) and value:
+                    names |= {value, Path(value).name}
+    return names
 
 
 def _value(point: dict, key: str) -> float:
@@ -63,15 +75,21 @@ def _value(point: dict, key: str) -> float:
         return math.nan
 
 
-def sweep_curves(doc: dict, perception: str) -> dict[str, list[tuple[float, float, float]]]:
-    """dataset -> [(t, perception value, Y-PSNR)] sorted by t, points with undefined values left out."""
+def sweep_curves(doc: dict, perception: str, *, y_channel: bool = True,
+                 model: dict | None = None) -> dict[str, list[tuple[float, float, float]]]:
+    """dataset -> [(t, perception value, PSNR)] sorted by t, points with undefined values left out; only rows of
+    `model` (when given) and only when the sweep measured PSNR on the same channel."""
     protocol = doc.get("protocol") if isinstance(doc.get("protocol"), dict) else {}
-    if protocol.get("y_channel", True) is not True:
-        log.warning("sweep of %s measured PSNR on RGB: not drawn on the Y-PSNR axis", doc.get("model"))
+    if protocol.get("y_channel", True) is not y_channel:
+        log.warning("sweep of %s measured PSNR on another channel than the report: not drawn", doc.get("model"))
         return {}
+    several = len({str(p.get("model")) for p in doc["rows"] if isinstance(p, dict) and "model" in p}) > 1
+    names = _names(model) if model is not None and several else None
     curves: dict[str, list[tuple[float, float, float]]] = {}
     for point in doc["rows"]:
         if not isinstance(point, dict):
+            continue
+        if names is not None and "model" in point and str(point["model"]) not in names:
             continue
         t, x, y = _value(point, "t"), _value(point, perception), _value(point, "psnr")
         if not any(math.isnan(v) for v in (t, x, y)):
@@ -91,6 +109,7 @@ def plot_pd(doc: dict, out: Path) -> list[Path]:
     datasets = [d["name"] for d in doc["datasets"]]
     colors = plt.get_cmap("tab10")
     sweeps = {m["id"]: find_sweep(m, out) for m in doc["models"]}
+    y_channel = bool(doc["protocol"].get("y_channel", True))
     written = []
     for perception in [k for k in PERCEPTION if k in keys]:
         fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
@@ -98,11 +117,12 @@ def plot_pd(doc: dict, out: Path) -> list[Path]:
             color = colors(i % 10)
             for j, dataset in enumerate(datasets):
                 mean = doc["results"][dataset][model["id"]]["mean"]
-                x, y = mean[perception], mean["psnr_y"]
+                x, y = mean[perception], mean["psnr"]
                 if math.isfinite(x) and math.isfinite(y):
                     ax.scatter([x], [y], color=color, marker=MARKERS[j % len(MARKERS)], s=46, zorder=3)
             sweep = sweeps[model["id"]]
-            for dataset, points in (sweep_curves(sweep, perception) if sweep else {}).items():
+            curves = sweep_curves(sweep, perception, y_channel=y_channel, model=model) if sweep else {}
+            for dataset, points in curves.items():
                 if dataset and dataset not in datasets:
                     continue
                 ax.plot([p[1] for p in points], [p[2] for p in points], color=color, lw=1, alpha=0.7, zorder=2,
@@ -116,7 +136,7 @@ def plot_pd(doc: dict, out: Path) -> list[Path]:
                     for j, d in enumerate(datasets)]
         ax.legend(handles=handles, fontsize=8, loc="best")
         ax.set_xlabel(PERCEPTION[perception])
-        ax.set_ylabel(f"PSNR-Y (dB, crop {doc['scale']}) ↑")
+        ax.set_ylabel(f"PSNR-{'Y' if y_channel else 'RGB'} (dB, crop {doc['protocol']['crop_border']}) ↑")
         ax.set_title(f"Perception–distortion plane, x{doc['scale']}")
         ax.grid(alpha=0.3)
         fig.tight_layout()

@@ -11,8 +11,12 @@ from pathlib import Path
 
 from perceptsr.conditions import ModelSpec
 from perceptsr.errors import InputError
+from perceptsr.evaluation.evaluate import DEFAULT_METRICS
+from perceptsr.evaluation.protocol import Protocol
+from perceptsr.inference.upscale import RunOptions
+from perceptsr.metrics import METRICS
 
-CACHE_VERSION = "1"  # bump when the protocol changes, so old cached SR images and numbers are not reused
+CACHE_VERSION = "2"  # bump when the protocol changes, so old cached SR images and numbers are not reused
 
 
 @dataclass(frozen=True)
@@ -25,19 +29,14 @@ class Metric:
     convention: str
 
 
-def metric_columns(scale: int, lpips_net: str | None) -> list[Metric]:
-    """The report's columns; LPIPS only when its weights are loaded (never a made-up number)."""
-    columns = [
-        Metric("psnr_y", "PSNR-Y", True, f"dB on the MATLAB Y channel (BT.601), crop {scale}"),
-        Metric("ssim_y", "SSIM-Y", True, f"MATLAB-style SSIM on Y, crop {scale}"),
-        Metric("psnr_rgb", "PSNR-RGB", True, f"dB on RGB (BasicSR ModelZoo style), crop {scale}"),
-        Metric("ssim_rgb", "SSIM-RGB", True, f"SSIM on RGB, mean over channels, crop {scale}"),
-        Metric("lr_psnr", "LR-PSNR", True, f"dB, PSNR(MATLAB-bicubic x1/{scale}(SR), LR) on RGB, 8-bit (NTIRE21)"),
-        Metric("niqe", "NIQE", False, f"MATLAB-parity NIQE on Y, crop {scale}"),
-    ]
-    if lpips_net is not None:
-        columns.append(Metric("lpips", "LPIPS", False, f"LPIPS v0.1 {lpips_net}, RGB, crop {scale}"))
-    return columns
+def metric_columns(protocol: Protocol, lpips_net: str | None) -> list[Metric]:
+    """The report's columns, from the metrics table under the protocol; LPIPS only when its weights are loaded
+    (never a made-up number)."""
+    names = [*DEFAULT_METRICS, *(["lpips"] if lpips_net is not None else [])]
+    return [Metric(name, METRICS[name].column(protocol.y_channel), METRICS[name].higher_is_better,
+                   METRICS[name].describe(scale=protocol.scale, crop_border=protocol.border,
+                                          y_channel=protocol.y_channel, lpips_net=lpips_net))
+            for name in names]
 
 
 def check_labels(specs: list[ModelSpec]) -> None:
@@ -68,14 +67,15 @@ def source_digest(source: str) -> str:
     return file_sha256(path)
 
 
-def model_id(spec: ModelSpec, digest: str, scale: int) -> str:
-    """Cache folder name: readable label slug + a hash of (weights, scale, options, protocol version)."""
+def model_id(spec: ModelSpec, digest: str, scale: int, run: RunOptions) -> str:
+    """Cache folder name: readable label slug + a hash of (weights, scale, options, run options, cache version)."""
     options = asdict(spec.options)
     for key in ("t_map", "seg", "seg_model"):  # files given as options are part of the identity too
         value = options[key]
         if value is not None and value != "auto" and Path(value).is_file():
             options[key] = f"{value}@{file_sha256(Path(value))[:16]}"
-    key = json.dumps({"weights": digest, "scale": scale, "options": options, "version": CACHE_VERSION},
+    how = {"precision": run.precision, "tile": run.tile, "tile_overlap": run.tile_overlap}
+    key = json.dumps({"weights": digest, "scale": scale, "options": options, "run": how, "version": CACHE_VERSION},
                      sort_keys=True)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.label).strip("-")[:40] or "model"
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 
-from perceptsr.evaluation.report.run import to_json, write_text
+from perceptsr.evaluation.evaluate import describe_run, nanmean
+from perceptsr.evaluation.report.run import write_text
+from perceptsr.evaluation.strict_json import dumps
 
-DECIMALS = {"psnr_y": 2, "psnr_rgb": 2, "lr_psnr": 2, "ssim_y": 4, "ssim_rgb": 4, "niqe": 3, "lpips": 4}
+DECIMALS = {"psnr": 2, "lr_psnr": 2, "ssim": 4, "niqe": 3, "lpips": 4}
+FORMULA_START = ("=", "+", "-", "@")
 
 
 def fmt(key: str, value: float) -> str:
@@ -26,7 +28,18 @@ def fmt(key: str, value: float) -> str:
 
 
 def write_json(doc: dict, path: Path) -> None:
-    write_text(path, json.dumps(to_json(doc), indent=1) + "\n")
+    write_text(path, dumps(doc, indent=1) + "\n")
+
+
+def csv_text(text: str) -> str:
+    """A text cell a spreadsheet will not run: one starting with = + - @ gets a leading apostrophe."""
+    text = str(text)
+    return f"'{text}" if text.startswith(FORMULA_START) else text
+
+
+def csv_number(value: float) -> str:
+    """A number cell: exact (repr), empty when undefined, `inf` for a perfect PSNR."""
+    return "" if math.isnan(value) else repr(float(value))
 
 
 def write_csv(doc: dict, path: Path) -> None:
@@ -40,8 +53,8 @@ def write_csv(doc: dict, path: Path) -> None:
         for mid, result in per_model.items():
             rows = [*result["images"].items(), ("mean", result["mean"])]
             for image, values in rows:
-                cells = ["" if math.isnan(values[k]) else repr(float(values[k])) for k in keys]
-                writer.writerow([dataset, labels[mid], image, *cells])
+                cells = [csv_number(values[k]) for k in keys]
+                writer.writerow([csv_text(dataset), csv_text(labels[mid]), csv_text(image), *cells])
     write_text(path, buffer.getvalue())
 
 
@@ -65,7 +78,8 @@ def markdown(doc: dict) -> str:
     columns = doc["columns"]
     scale = doc["scale"]
     lines = [f"# perceptsr report (x{scale})", "",
-             f"LR = MATLAB bicubic x1/{scale} of the HR (mod-cropped to {scale}), 8-bit; SR rounded to 8 bit. "
+             f"Protocol: {doc['protocol']['description']}. LR = MATLAB bicubic x1/{scale} of the HR, 8-bit; SR "
+             f"rounded to 8 bit; models run on the {describe_run(doc['run'])}. "
              "↑ higher is better, ↓ lower is better; **bold** = best in the column.", ""]
     for model in doc["models"]:
         where = "" if model["source"] == "bicubic" else f", sha256 {model['weights_sha256'][:12]}"
@@ -87,9 +101,9 @@ def markdown(doc: dict) -> str:
                 cells.append(f"**{text}**" if best[c["key"]] is not None and mean[c["key"]] == best[c["key"]]
                              else text)
             lines.append(f"| {model['label']} | " + " | ".join(cells) + " |")
-        niqe = [i["hr_niqe"] for i in dataset["images"] if not math.isnan(i["hr_niqe"])]
-        if niqe:
-            lines += ["", f"HR (ground truth) NIQE, for reference: {sum(niqe) / len(niqe):.3f}."]
+        niqe = nanmean(i["hr_niqe"] for i in dataset["images"])
+        if not math.isnan(niqe):
+            lines += ["", f"HR (ground truth) NIQE, for reference: {niqe:.3f}."]
     return "\n".join(lines) + "\n"
 
 

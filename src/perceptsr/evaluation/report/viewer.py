@@ -13,8 +13,10 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from perceptsr.evaluation.report.run import to_json, write_text
+from perceptsr.evaluation.evaluate import describe_run
+from perceptsr.evaluation.report.run import write_text
 from perceptsr.evaluation.report.tables import DECIMALS, conventions
+from perceptsr.evaluation.strict_json import to_json
 
 
 def _asset(name: str) -> str:
@@ -44,13 +46,13 @@ def viewer_data(doc: dict, links: list[str]) -> dict:
         "images": images,
         "columns": columns,
         "links": [{"href": name, "text": name} for name in links],
-        "protocol": conventions(doc),
+        "protocol": f"{doc['protocol']['description']}; models on the {describe_run(doc['run'])}. {conventions(doc)}",
     })
 
 
 def render(doc: dict, links: list[str]) -> str:
     """The page as one string; `</script>` can never close the data block early (every '<' is escaped)."""
-    data = json.dumps(viewer_data(doc, links), ensure_ascii=False).replace("<", "\\u003c")
+    data = json.dumps(viewer_data(doc, links), ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
     values = {"CSS": _asset("viewer.css"), "JS": _asset("viewer.js"),
               "TITLE": html.escape(f"perceptsr report x{doc['scale']}"), "DATA": data}
     return re.sub(r"\{\{(CSS|JS|TITLE|DATA)\}\}", lambda match: values[match.group(1)], _asset("viewer.html"))

@@ -1,75 +1,18 @@
-"""Loss terms: pixel, VGG perceptual, adversarial kinds and the WGAN-GP gradient penalty.
-
-Images are N×3×H×W in [0,1]; discriminator outputs are raw logits (no sigmoid applied). Every function returns
-a scalar tensor; the caller weights and sums the terms.
-"""
+"""Adversarial losses from discriminator logits, and the WGAN-GP gradient penalty the engine applies."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
-from perceptsr.archs.vgg import VGGFeatureExtractor
 from perceptsr.errors import ConfigError
 
-PixelKind = Literal["l1", "mse", "charbonnier"]
 AdversarialKind = Literal["vanilla", "lsgan", "hinge", "ragan", "wgan"]
 ADVERSARIAL_KINDS: tuple[str, ...] = ("vanilla", "lsgan", "hinge", "ragan", "wgan")
-
-
-def pixel_loss(kind: PixelKind, sr: Tensor, hr: Tensor, *, eps: float = 1e-3) -> Tensor:
-    """Mean over all elements of |d| ("l1"), d² ("mse") or sqrt(d² + eps²) ("charbonnier"), d = sr − hr."""
-    if kind == "l1":
-        return F.l1_loss(sr, hr)
-    if kind == "mse":
-        return F.mse_loss(sr, hr)
-    if kind == "charbonnier":
-        return torch.sqrt((sr - hr).square() + eps * eps).mean()
-    raise ConfigError(f"unknown pixel loss {kind!r}; known: l1, mse, charbonnier")
-
-
-class PerceptualLoss(nn.Module):
-    """Σ_l w_l · crit(φ_l(sr)·k, φ_l(hr)·k) over VGG19 layers l, with φ(hr) computed without gradients.
-
-    crit is the mean L1 or mean squared error; k = `feature_scale` (1/12.75 for the TF VGG54 convention,
-    methods.md §0.3). Layer names as in `archs.vgg` ("conv5_4" pre-ReLU for BasicSR, "relu5_4" for the paper).
-    """
-
-    def __init__(
-        self,
-        layer_weights: Mapping[str, float],
-        *,
-        criterion: Literal["l1", "mse"] = "l1",
-        normalize: Literal["imagenet", "caffe"] = "imagenet",
-        feature_scale: float = 1.0,
-        weights: str | Path | None = None,
-        allow_random: bool = False,
-    ) -> None:
-        super().__init__()
-        if criterion not in ("l1", "mse"):
-            raise ConfigError(f"perceptual criterion must be 'l1' or 'mse', got {criterion!r}")
-        self.layer_weights = dict(layer_weights)
-        self.criterion = criterion
-        self.feature_scale = feature_scale
-        self.extractor = VGGFeatureExtractor(
-            list(self.layer_weights), normalize=normalize, weights=weights, allow_random=allow_random
-        )
-
-    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
-        crit: Callable[[Tensor, Tensor], Tensor] = F.l1_loss if self.criterion == "l1" else F.mse_loss
-        sr_features = self.extractor(sr)
-        with torch.no_grad():
-            hr_features = self.extractor(hr)
-        k = self.feature_scale
-        total = sr.new_zeros(())
-        for name, weight in self.layer_weights.items():
-            total = total + weight * crit(sr_features[name] * k, hr_features[name] * k)
-        return total
 
 
 def _bce(logits: Tensor, target: float) -> Tensor:

@@ -1,0 +1,49 @@
+"""Loss terms shared by every method: pixel, adversarial kinds, the WGAN-GP gradient penalty, the one VGG
+perceptual loss (`losses.perceptual`) and weighted terms (`losses.weighted`: per-sample or per-pixel weights).
+
+Images are N×3×H×W in [0,1]; discriminator outputs are raw logits (no sigmoid applied). Every function returns
+a scalar tensor; the caller weights and sums the terms. Methods compose these; none defines its own.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F  # noqa: N812
+
+from perceptsr.errors import ConfigError
+from perceptsr.losses.adversarial import (
+    ADVERSARIAL_KINDS,
+    AdversarialKind,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+)
+from perceptsr.losses.perceptual import PerceptualLoss
+from perceptsr.losses.weighted import (
+    LossWeights,
+    Weight,
+    fit_weight,
+    relativistic_terms,
+    weighted_l1,
+    weighted_mean,
+    weighted_ragan,
+)
+
+PixelKind = Literal["l1", "mse", "charbonnier"]
+__all__ = ["ADVERSARIAL_KINDS", "AdversarialKind", "LossWeights", "PerceptualLoss", "PixelKind", "Weight",
+           "discriminator_loss", "fit_weight", "generator_loss", "gradient_penalty", "pixel_loss", "weighted_l1",
+           "relativistic_terms", "weighted_mean", "weighted_ragan"]
+
+
+def pixel_loss(kind: PixelKind, sr: Tensor, hr: Tensor, *, eps: float = 1e-3) -> Tensor:
+    """Mean over all elements of |d| ("l1"), d² ("mse") or sqrt(d² + eps²) ("charbonnier"), d = sr − hr."""
+    if kind == "l1":
+        return F.l1_loss(sr, hr)
+    if kind == "mse":
+        return F.mse_loss(sr, hr)
+    if kind == "charbonnier":
+        return torch.sqrt((sr - hr).square() + eps * eps).mean()
+    raise ConfigError(f"unknown pixel loss {kind!r}; known: l1, mse, charbonnier")
