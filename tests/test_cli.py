@@ -320,7 +320,7 @@ def test_old_train_spelling_end_to_end() -> None:
 
 def sample_argv(name: str) -> list[str]:
     return {
-        "upscale": ["upscale", "a.png", "-o", "out", "--model", "bicubic:label=b", "--t", "0.5"],
+        "upscale": ["upscale", "a.png", "-o", "out", "--model", "fx.safetensors:label=b", "--t", "0.5"],
         "degrade": ["degrade", "a.png", "-o", "out", "--scale", "4"],
         "metrics": ["metrics", "--gt", "hr", "--sr", "sr", "--scale", "4", "--rgb", "--metrics", "psnr,niqe"],
         "eval": ["eval", "--model", "bicubic", "--data", "a", "--scale", "4", "--crop-border", "0"],
@@ -525,11 +525,14 @@ def test_demo_default_models_include_every_bundled_one() -> None:
     assert {n for n in BUNDLED if bundled_path(n)} <= set(names) and len(set(names)) == len(names)
 
 
-def test_model_options_on_upscale_are_refused_for_a_model_that_cannot_use_them(tmp_path: Path,
-                                                                              capsys: pytest.CaptureFixture) -> None:
-    assert main(["upscale", str(one_image(tmp_path)), "-o", str(tmp_path / "out"), "--model", "bicubic:t=0.3"]) == 2
+@pytest.mark.parametrize("extra", [["--model", "bicubic:t=0.3"], ["--model", "bicubic", "--t", "0.3"],
+                                   ["--seg", "auto"]])
+def test_conditions_on_upscale_are_refused_for_a_model_that_cannot_use_them(tmp_path: Path, extra: list[str],
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    assert main(["upscale", str(one_image(tmp_path)), "-o", str(tmp_path / "out"), *extra]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "FxSR" in err
+    assert err.count("\n") == 1 and ("FxSR" in err or "SFTGAN" in err)
+    assert not (tmp_path / "out").exists()
 
 
 def test_degrade_upscale_metrics_pipeline_on_odd_sizes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -596,7 +599,7 @@ def test_condition_flags_are_defaults_for_the_models_that_take_them() -> None:
     defaults = ConditionOptions(t=0.3, seg="auto")
     bicubic = parse_model_spec("bicubic", defaults)
     assert bicubic.label == "bicubic" and bicubic.defaulted == {"t", "seg"}
-    assert options_for(load_model("bicubic"), bicubic) == ConditionOptions()
+    assert bicubic.options == ConditionOptions() == options_for(load_model("bicubic"), bicubic)
     own = parse_model_spec("bicubic:t=0.5", defaults)
     assert own.defaulted == {"seg"} and options_for(load_model("bicubic"), own) == ConditionOptions(t=0.5)
 

@@ -366,7 +366,7 @@ def test_write_creates_parents_and_clamps(tmp_path: Path) -> None:
 
 
 def test_write_rejects_nan(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(InputError, match="NaN pixels"):
         write_image(tmp_path / "n.png", torch.full((3, 2, 2), float("nan")))
     assert list(tmp_path.iterdir()) == []
 
@@ -448,3 +448,99 @@ def test_upscale_alpha() -> None:
     below, above = up[0, 0, 11], up[0, 0, 12]  # either side of the edge, symmetric about 1/2
     assert (below > 0.2).all() and (above < 0.8).all() and torch.allclose(below + above, torch.ones(32))
     assert torch.equal(upscale_alpha(torch.full((1, 1, 3, 3), 0.25), 2), torch.full((1, 1, 6, 6), 0.25))
+
+
+# --- floating-point TIFFs, colour profiles, frames, output size --------------------------------------------
+
+@pytest.mark.parametrize(("top", "divisor"), [(1.0, 1.0), (255.0, 255.0)])
+def test_float_tiff_range_is_detected(tmp_path: Path, top: float, divisor: float) -> None:
+    values = np.linspace(0, top, 12, dtype=np.float32).reshape(3, 4)
+    Image.fromarray(values, mode="F").save(tmp_path / "f.tif")
+    loaded = read_image(tmp_path / "f.tif")
+    assert loaded.grayscale
+    torch.testing.assert_close(loaded.rgb[0, 0], torch.from_numpy(values / divisor), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1000.0])
+def test_float_tiff_with_nan_inf_or_unknown_range_is_one_line(tmp_path: Path, bad: float) -> None:
+    values = np.full((3, 4), 0.5, np.float32)
+    values[1, 2] = bad
+    Image.fromarray(values, mode="F").save(tmp_path / "f.tif")
+    one_line_error(tmp_path / "f.tif")
+
+
+def icc_rgb_profile(colorants: tuple, gamma: float = 2.2, name: str = "test wide RGB") -> bytes:
+    """A minimal ICC v2 matrix/TRC RGB display profile (D50 colorant columns), for tagged test images."""
+    def s15(*values: float) -> bytes:
+        return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+    def xyz(*values: float) -> bytes:
+        return b"XYZ \0\0\0\0" + s15(*values)
+
+    text = name.encode("ascii") + b"\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"cprt", b"text\0\0\0\0none\0\0\0\0"),
+            (b"rXYZ", xyz(*colorants[0])), (b"gXYZ", xyz(*colorants[1])), (b"bXYZ", xyz(*colorants[2])),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for signature, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + b"\0" * 12
+              + b"acsp" + b"\0" * 28 + s15(0.9642, 1.0, 0.8249) + b"\0" * 48)
+    return header + table + data
+
+
+ADOBE_RGB_D50 = ((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446))
+
+
+def test_an_embedded_icc_profile_is_converted_to_srgb(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    pixels = (np.arange(4 * 6 * 3).reshape(4, 6, 3) * 37 % 256).astype(np.uint8)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    Image.fromarray(pixels).save(tmp_path / "tagged-srgb.png", icc_profile=srgb.tobytes())
+    as_stored = torch.from_numpy(pixels / 255).float().permute(2, 0, 1).unsqueeze(0)
+    assert torch.equal(read_image(tmp_path / "tagged-srgb.png").rgb, as_stored)
+    wide = icc_rgb_profile(ADOBE_RGB_D50)
+    for suffix in (".png", ".jpg", ".webp", ".tif"):
+        path = tmp_path / f"wide{suffix}"
+        Image.fromarray(pixels).save(path, icc_profile=wide, **({"quality": 100} if suffix == ".jpg" else {}))
+        with Image.open(path) as stored:
+            expected = ImageCms.profileToProfile(stored.convert("RGB"), ImageCms.ImageCmsProfile(io.BytesIO(wide)),
+                                                 srgb, outputMode="RGB")
+        loaded = read_image(path).rgb
+        assert torch.equal(loaded, torch.from_numpy(np.asarray(expected) / 255).float().permute(2, 0, 1)[None])
+        if suffix == ".png":
+            assert (loaded - as_stored).abs().max() > 0.05  # the conversion really changed the colours
+
+
+def test_a_broken_icc_profile_is_ignored(tmp_path: Path) -> None:
+    pixels = np.full((2, 3, 3), 100, np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "x.png", icc_profile=b"not a profile at all")
+    assert torch.allclose(read_image(tmp_path / "x.png").rgb, torch.full((1, 3, 2, 3), 100 / 255))
+
+
+def test_animations_are_refused_and_multipage_tiffs_use_frame_0(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    frames = [Image.fromarray(np.full((4, 4, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "a.png", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "a.webp", save_all=True, append_images=frames[1:], lossless=True)
+    for name in ("a.png", "a.webp"):
+        assert "animation of 2 frames" in one_line_error(tmp_path / name)
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    with caplog.at_level("WARNING"):
+        loaded = read_image(tmp_path / "pages.tif")
+    assert torch.allclose(loaded.rgb, torch.full((1, 3, 4, 4), 10 / 255))
+    assert "has 2 frames" in caplog.text
+
+
+def test_output_size_is_checked_against_memory() -> None:
+    pio.check_output_size(100, 100, 4, available=100 * 100 * 16 * 3 * 16)
+    with pytest.raises(InputError, match=r"56000x56000 = 3,136,000,000 pixels") as error:
+        pio.check_output_size(7000, 7000, 8, what="big.png", available=8 << 30)
+    assert "\n" not in str(error.value)

@@ -77,17 +77,25 @@ def load_prepared(source: str, *, scale: int | None, run: RunOptions) -> tuple[n
     return model, device
 
 
+CONDITION_FLAGS = {"t": "--t / --t-map apply only to FxSR models", "t_map": "--t / --t-map apply only to FxSR models",
+                   "seg": "--seg / --seg-model apply only to SFTGAN models",
+                   "seg_model": "--seg / --seg-model apply only to SFTGAN models"}
+
+
 def cmd_upscale(*, inputs: list[Path], output: Path, model: ModelSpec, scale: int | None, run: RunOptions,
                 max_pixels: int, overwrite: bool = False, quiet: bool = False) -> int:
     from tqdm import tqdm
 
-    from perceptsr.conditions import build_conditions
+    from perceptsr.conditions import build_conditions, unused_flags
     from perceptsr.inference.upscale import upscale_image
     from perceptsr.io.images import list_images, read_image, write_image
 
     files = list_images(inputs)
     outputs = image_outputs(files, output, overwrite)
     network, device = load_prepared(model.source, scale=scale, run=run)
+    unused = unused_flags(network, model)
+    if unused:
+        raise InputError(CONDITION_FLAGS[unused[0]])
     for path, out in tqdm(list(zip(files, outputs, strict=True)), disable=quiet or len(files) < 2, unit="img"):
         image = read_image(path, max_pixels=max_pixels)
         conditions = build_conditions(network, image.rgb, model.options, stem=path.stem)
@@ -118,7 +126,7 @@ def cmd_demo(*, inputs: list[Path], output: Path, models: list[ModelSpec], run: 
     every model loaded before the first file is written, so a refusal leaves nothing half done."""
     from tqdm import tqdm
 
-    from perceptsr.conditions import build_conditions, options_for
+    from perceptsr.conditions import build_conditions, options_for, unused_flags
     from perceptsr.inference.upscale import upscale_image
     from perceptsr.io.compare import side_by_side
     from perceptsr.io.images import list_images, read_image, write_image
@@ -141,7 +149,7 @@ def cmd_demo(*, inputs: list[Path], output: Path, models: list[ModelSpec], run: 
         network, device = load_prepared(spec.source, scale=4, run=run)
         loaded.append((spec, network, device, options_for(network, spec)))
     flags = {key for spec in models for key in spec.defaulted}
-    used = {key for _, _, _, options in loaded for key, value in vars(options).items() if value is not None}
+    used = {key for spec, network, _, _ in loaded for key in spec.defaulted - set(unused_flags(network, spec))}
     if flags - used:
         raise InputError(f"--{sorted(flags - used)[0].replace('_', '-')} applies to none of the models")
     rows: list[dict] = [{"LR (nearest)": image.rgb} for image in images]

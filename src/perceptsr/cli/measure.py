@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from perceptsr.conditions import ModelSpec, parse_model_spec
+from perceptsr.conditions import ModelSpec, options_for, parse_model_spec
 from perceptsr.errors import InputError
 
 if TYPE_CHECKING:
@@ -64,9 +64,9 @@ def cmd_eval(*, models: list[ModelSpec], data: list[Path], protocol: Protocol, r
     results: dict[str, dict[str, dict[str, float]]] = {}
     for folder in data:
         for spec, model in loaded:
-            result = evaluate(model, folder, protocol=protocol, metrics=metrics, run=run, conditions=spec.options,
-                              max_images=max_images, max_pixels=max_pixels, model_name=spec.label,
-                              progress=not (quiet or json))
+            result = evaluate(model, folder, protocol=protocol, metrics=metrics, run=run,
+                              conditions=options_for(model, spec), max_images=max_images, max_pixels=max_pixels,
+                              model_name=spec.label, progress=not (quiet or json))
             results.setdefault(Path(folder).name, {})[spec.label] = result.mean
     record, how = protocol_record(protocol, metrics), run_record(run)
     if json:

@@ -72,19 +72,26 @@ def parse_model_spec(text: str, defaults: ConditionOptions | None = None) -> Mod
         except ValueError:
             raise InputError(f"model option t={values['t']!r} in {text!r} is not a number") from None
     given = {"seg": values.get("seg"), "seg_model": values.get("seg_model"), "t": t, "t_map": values.get("t_map")}
-    options = replace(defaults or ConditionOptions(), **{k: v for k, v in given.items() if v is not None})
-    defaulted = frozenset(k for k, v in given.items() if v is None and getattr(options, k) is not None)
-    shown = replace(options, **{k: None for k in defaulted}) if source == "bicubic" else options  # takes none
-    label = values.get("label") or default_label(source, ModelSpec(source, "", shown).option_text())
-    return ModelSpec(source=source, label=label, options=options, defaulted=defaulted)
+    explicit = {k: v for k, v in given.items() if v is not None}
+    flags = {k: v for k, v in asdict(defaults or ConditionOptions()).items() if v is not None and k not in explicit}
+    # bicubic takes no condition: the command's flags are for the other models (recorded, so a command can tell)
+    options = ConditionOptions(**(explicit if source == "bicubic" else {**flags, **explicit}))
+    spec = ModelSpec(source=source, label="", options=options)
+    label = values.get("label") or default_label(source, spec.option_text())
+    return ModelSpec(source=source, label=label, options=options, defaulted=frozenset(flags))
 
 
 def options_for(model: nn.Module, spec: ModelSpec) -> ConditionOptions:
     """The options `model` runs with: the spec's own always (so a wrong one is refused by `build_conditions`), the
     command's flags only for conditions the model takes (`report --t 0.3` sets t for FxSR models, not for others)."""
+    unused = set(unused_flags(model, spec))
+    return replace(spec.options, **{key: None for key in unused})
+
+
+def unused_flags(model: nn.Module, spec: ModelSpec) -> list[str]:
+    """The command's condition flags (option keys) that `model` does not take, e.g. ["t"] for bicubic with --t."""
     wanted = getattr(model, "condition_scales", None) or {}
-    takes = {"t": "t" in wanted, "t_map": "t" in wanted, "seg": "seg" in wanted, "seg_model": "seg" in wanted}
-    return replace(spec.options, **{key: None for key in spec.defaulted if not takes[key]})
+    return sorted(key for key in spec.defaulted if ("t" if key in ("t", "t_map") else "seg") not in wanted)
 
 
 def default_label(source: str, option_text: str) -> str:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from perceptsr.errors import CheckpointError, InputError
-from perceptsr.zoo.release import build, save_release
+from perceptsr.zoo.release import build, meta_state_dict, save_release
 from perceptsr.zoo.weights import read_tensor_file
 
 
@@ -114,8 +114,7 @@ def reference_state(module: Callable[[Any], torch.nn.Module], config: Any) -> di
     A config inferred from a file's shapes may be absurd (a zero-size tensor claiming 200000 channels); nothing is
     allocated until `remap` has matched every shape against tensors that really hold data.
     """
-    with torch.device("meta"):
-        return module(config).state_dict()
+    return meta_state_dict(lambda: module(config))
 
 
 def check_finite(state: Mapping[str, Tensor], what: str) -> None:

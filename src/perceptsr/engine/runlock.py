@@ -1,7 +1,7 @@
 """One writer per run directory: an advisory lock (`flock`) on `RUN/.lock`, held for the life of a training run.
 
 `flock` is released by the kernel when its holder dies, however it dies (SIGKILL included), so a lock can never
-be left behind by a crash: a second `train --out RUN` or a `--resume RUN` of a live run is refused in one line,
+be left behind by a crash: a second `train -o RUN` or a `--resume RUN` of a live run is refused in one line,
 and a run whose process is gone can always be taken over. The file itself is never deleted (deleting a lock
 file races with a process about to lock it); it holds the holder's pid, for the message.
 """

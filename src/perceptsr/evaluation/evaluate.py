@@ -232,19 +232,15 @@ def _one(sample: Sample, runner: _Runner | None, *, protocol: Protocol, metrics:
     cached_sr, values = cache.load(sample.stem) if cache is not None else (None, {})
     values = dict(values)
     missing = [m for m in metrics if m not in values]
-    sr, new_sr = None, False
-    if cached_sr is None or (sr_dir is not None):
-        if cached_sr is not None:
-            sr = cached_sr()
-        elif sample.sr is not None:
-            sr = sample.sr()
-        else:
-            hr, lr = sample.pair()
-            sr = runner(lr, _conditions(runner.source, conditions, lr, hr, sample.stem))
-            new_sr = True
+    known_sr = cached_sr or sample.sr
+    new_sr = known_sr is None
+    sr = None
+    if new_sr:
+        hr, lr = sample.pair()
+        sr = runner(lr, _conditions(runner.source, conditions, lr, hr, sample.stem))
+    elif missing or sr_dir is not None:
+        sr = known_sr()
     if missing:
-        if sr is None:
-            sr = cached_sr()
         hr, lr = sample.pair()
         if hr is not None and sr.shape[-2:] != hr.shape[-2:]:
             raise InputError(f"{sample.stem}: the SR is {sr.shape[-1]}x{sr.shape[-2]} but the HR is "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import nn
 
-from perceptsr.conditions import ModelSpec
+from perceptsr.conditions import ModelSpec, options_for
 from perceptsr.conditions.tmap import check_t
 from perceptsr.errors import InputError
 from perceptsr.evaluation.evaluate import (
@@ -110,8 +110,8 @@ def run_sweep(models: Sequence[tuple[ModelSpec, nn.Module]], data: Sequence[Path
             for t in ts:
                 sr_dir = image_dir / slug(spec.label) / name / f"t{t:.3f}" if image_dir is not None else None
                 result = run_evaluation(samples, protocol=protocol, metrics=metrics, model=module, run=run,
-                                        conditions=replace(spec.options, t=t, t_map=None), lpips=lpips, sr_dir=sr_dir,
-                                        dataset=name, name=f"{spec.label} t={t:g}", progress=progress)
+                                        conditions=replace(options_for(module, spec), t=t, t_map=None), lpips=lpips,
+                                        sr_dir=sr_dir, dataset=name, name=f"{spec.label} t={t:g}", progress=progress)
                 rows.append({"model": spec.label, "dataset": name, "t": t, **result.mean})
                 images.setdefault(spec.label, {}).setdefault(name, {})[f"{t:g}"] = result.images
     return SweepResult(rows=rows, images=images, metrics=metrics,

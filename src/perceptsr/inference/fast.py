@@ -12,7 +12,7 @@ What each part buys (measured by `perceptsr bench`; see benchmarks/inference.py)
   (activation, residual add, pixel shuffle) and rewrites the narrow output convs.
 - `compile=True` (torch.compile with inductor weight freezing, on the fused copy) costs tens of seconds per model
   and input shape, so it is opt-in (tiles all have one shape, so a large image compiles once). On this machine it
-  gains nothing over the fused eager path: `perceptsr bench --compile --models srresnet` (128x128) timed fp32
+  gains nothing over the fused eager path: `perceptsr bench --compile --model srresnet` (128x128) timed fp32
   1388 vs 1360 ms and bf16 463 vs 449 ms (one run, machine busy). `torch.jit.freeze` and
   `optimize_for_inference` were measured too and gained nothing over channels-last, so they are not used.
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from perceptsr.errors import InputError
 from perceptsr.inference.fast import FastModel, prepare
 from perceptsr.inference.tile import auto_tile_size, tiled_forward
-from perceptsr.io.images import LoadedImage, upscale_alpha
+from perceptsr.io.images import LoadedImage, check_output_size, upscale_alpha
 
 DEFAULT_OVERLAP = 32  # LR pixels; above the receptive field's effective reach of the bundled models
 
@@ -96,6 +96,7 @@ def upscale_image(
     precision: str = "fp32",
 ) -> tuple[Tensor, Tensor | None]:
     """SR of a loaded image, plus its alpha upscaled with MATLAB bicubic (models see colour only)."""
+    check_output_size(image.rgb.shape[-1], image.rgb.shape[-2], model.scale, what=str(image.path))
     sr = upscale_tensor(model, image.rgb, tile=tile, overlap=overlap, device=device, conditions=conditions,
                         precision=precision)
     alpha = upscale_alpha(image.alpha, model.scale) if image.alpha is not None else None

@@ -5,14 +5,25 @@ into that form (EXIF orientation applied; grayscale replicated to 3 channels; al
 at 16-bit precision) and writes it back, atomically, so an interrupted run never leaves a half-written
 output behind. Pillow cannot hold 16-bit RGB(A) in memory, so those PNGs are decoded in two passes (high
 bytes, then low bytes) and written with the small PNG encoder at the bottom of this file.
+
+Hostile or unusual files: a floating-point TIFF is read with its range detected (values up to 1 are 0-1 data,
+larger ones 0-255 data, divided by 255; negatives clip to 0) and NaN or infinite pixels are an InputError. An
+embedded ICC profile other than sRGB is converted to sRGB on read (8-bit colour images; outputs are written as
+sRGB, untagged). Animated PNG/WebP is refused; other multi-frame files (MPO photos, multi-page TIFF) use their
+first frame with a one-line warning. `check_output_size` refuses an upscale whose result cannot fit in memory.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import re
 import secrets
+import signal
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -76,6 +87,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loa
                 raise InputError(f"cannot read image {path}: {im.format} is not supported "
                                  f"(use PNG, JPEG, BMP, TIFF or WebP)")
             width, height = im.size
+            _check_frames(im, path)
             if width * height > max_pixels:
                 raise InputError(f"cannot read image {path}: {width}x{height} = {width * height:,} pixels is "
                                  f"over the limit of {max_pixels:,} (raise it with --max-pixels)")
@@ -91,6 +103,34 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loa
     color = tensor[:, :1].expand(-1, 3, -1, -1) if grayscale else tensor[:, :3]
     alpha = tensor[:, -1:].clone() if tensor.shape[1] in (2, 4) else None
     return LoadedImage(rgb=color.contiguous(), alpha=alpha, grayscale=grayscale, bit_depth=depth, path=path)
+
+
+def _check_frames(im: Image.Image, path: Path) -> None:
+    """Animations are refused (which frame would be meant?); other multi-frame files use frame 0, with a warning."""
+    frames = getattr(im, "n_frames", 1)
+    if frames <= 1:
+        return
+    if getattr(im, "is_animated", False) and im.format in ("PNG", "WEBP"):
+        raise InputError(f"cannot read image {path}: it is an animation of {frames} frames (extract one frame)")
+    log.warning("%s has %d frames (%s); using the first", path, frames, im.format)
+
+
+def _to_srgb(im: Image.Image, path: Path) -> Image.Image:
+    """`im` (RGB, RGBA or CMYK) with its embedded ICC profile converted to sRGB; untagged or sRGB: unchanged."""
+    icc = im.info.get("icc_profile")
+    if not icc:
+        return im
+    try:
+        from PIL import ImageCms
+
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in (ImageCms.getProfileDescription(source) or "").lower().replace(" ", ""):
+            return im
+        mode = "RGBA" if im.mode == "RGBA" else "RGB"
+        return ImageCms.profileToProfile(im, source, ImageCms.createProfile("sRGB"), outputMode=mode)
+    except Exception as error:  # a damaged or unsupported profile: the pixels are still usable as they are
+        log.warning("%s: ignoring its ICC profile (%s)", path, str(error).splitlines()[0] if str(error) else error)
+        return im
 
 
 def _orientation(im: Image.Image, path: Path) -> int:
@@ -128,12 +168,27 @@ def _decode(im: Image.Image, path: Path) -> tuple[np.ndarray, int, bool]:
         gray = np.clip(raw, 0, 65535)[..., None] / 65535
         return _with_transparency(im, raw, gray), 16, True
     if mode == "F":
-        return np.clip(np.asarray(im, dtype=np.float32), 0, 1)[..., None], 16, True
+        return _float_pixels(np.asarray(im, dtype=np.float32), path)[..., None], 16, True
     if mode in ("1", "L", "LA", "La"):
         target = "LA" if mode in ("LA", "La") or "transparency" in im.info else "L"
         return _as_float8(im.convert(target)), 8, True
     has_alpha = mode in ("RGBA", "RGBa", "PA") or "transparency" in im.info
+    if mode in ("RGB", "RGBA", "CMYK") and im.info.get("icc_profile"):
+        im = _to_srgb(im, path)
     return _as_float8(im.convert("RGBA" if has_alpha else "RGB")), 8, False
+
+
+def _float_pixels(values: np.ndarray, path: Path) -> np.ndarray:
+    """Floating-point samples to [0,1]: 0-1 data as it is, 0-255 data (any value above 1) divided by 255."""
+    if not np.isfinite(values).all():
+        raise InputError(f"cannot read image {path}: it holds NaN or infinite pixel values")
+    top = float(values.max(initial=0.0))
+    if top > 1.0 + 1e-3:
+        if top > 255.0 + 1e-3:
+            raise InputError(f"cannot read image {path}: floating-point pixels up to {top:g} (expected 0-1 or "
+                             f"0-255)")
+        values = values / 255.0
+    return np.clip(values, 0, 1)
 
 
 def _as_float8(im: Image.Image) -> np.ndarray:
@@ -204,6 +259,9 @@ def write_image(path: str | Path, rgb: Tensor, *, alpha: Tensor | None = None, g
         raise InputError(f"cannot write {path}: 16-bit output needs a .png file")
     if alpha is not None and fmt in _NO_ALPHA:
         raise InputError(f"cannot write {path}: {fmt} has no alpha channel (write a .png, .tif or .webp)")
+    if bool(torch.isnan(rgb.detach()).any()):
+        raise InputError(f"cannot write {path}: the result has NaN pixels (a numerical failure, e.g. fp16 "
+                         f"overflow: try --precision fp32)")
     samples = _to_samples(rgb, alpha, grayscale, bit_depth)
     with atomic_output(path, overwrite=overwrite) as temp:
         try:
@@ -274,11 +332,81 @@ def _umask() -> int:
     return mask
 
 
+# Temporary files are `.NAME.<pid>.<8 hex>.tmp` beside their target. A SIGTERM while one exists removes it before
+# the process ends; a kill that cannot be caught leaves it, and the next write into that folder removes it once its
+# process is gone. (`.NAME.<8 hex>.tmp`, the name before the pid was added, is removed after an hour.)
+_TEMP = re.compile(r"^\..+?\.(?:(\d+)\.)?[0-9a-f]{8}\.tmp$")
+_LIVE: set[Path] = set()
+_SWEPT: set[Path] = set()
+_GUARD = threading.Lock()
+_STALE_SECONDS = 3600
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """Remove this process's temporary outputs, then end as SIGTERM would have."""
+    for temp in list(_LIVE):
+        temp.unlink(missing_ok=True)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _track(temp: Path) -> None:
+    with _GUARD:
+        _LIVE.add(temp)
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)  # a program with its own handler keeps it (and cleans up)
+
+
+def _untrack(temp: Path) -> None:
+    with _GUARD:
+        _LIVE.discard(temp)
+        if not _LIVE and threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def clean_stale_temps(folder: Path) -> list[Path]:
+    """Remove temporary files this tool left in `folder` when killed (see above); returns what was removed."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        found = _TEMP.match(entry.name)
+        if not found or entry in _LIVE:
+            continue
+        try:
+            if not entry.is_file() or entry.is_symlink():
+                continue
+            pid = found.group(1)
+            stale = not _alive(int(pid)) if pid else now - entry.stat().st_mtime > _STALE_SECONDS
+            if stale:
+                entry.unlink()
+                removed.append(entry)
+        except OSError:
+            continue
+    return removed
+
+
 @contextmanager
 def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on any exception it is removed.
 
     Refuses (InputError) an existing directory, or an existing file unless overwrite; creates missing parents.
+    The temporary file is also removed on SIGTERM, and stale ones of killed runs are removed from the folder.
     """
     path = Path(path)
     if path.is_dir():
@@ -287,9 +415,14 @@ def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
         raise InputError(f"cannot write {path}: the file exists (pass --overwrite to replace it)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        folder = path.parent.resolve()
+        if folder not in _SWEPT:
+            _SWEPT.add(folder)
+            clean_stale_temps(folder)
         # O_EXCL on a random name: never clobbers another writer's temp; mode 0o666 lets the umask decide
-        temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        temp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        _track(temp)
     except OSError as error:
         raise InputError(f"cannot write {path}: {error.strerror or error}") from error
     try:
@@ -304,6 +437,44 @@ def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    finally:
+        _untrack(temp)
+
+
+# What an upscaled image costs until it is written: the float32 result, its clamped and scaled copies and the
+# integer samples, per output pixel and channel (4 + 4 + 4 + 1 bytes), with a margin.
+BYTES_PER_OUTPUT_SAMPLE = 16
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable, else free pages), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_output_size(width: int, height: int, scale: int, *, what: str = "the image", channels: int = 3,
+                      available: int | None = None) -> None:
+    """Refuse (InputError, one line) an upscale whose result cannot be held in memory, before any work is done.
+
+    Tiling bounds the network's working memory, not the result, which is assembled whole before it is written;
+    so the only remedies are a smaller input or scale, or more memory.
+    """
+    out_w, out_h = width * scale, height * scale
+    needed = out_w * out_h * channels * BYTES_PER_OUTPUT_SAMPLE
+    free = available_memory() if available is None else available
+    if free is not None and needed > free:
+        raise InputError(f"{what}: upscaling {width}x{height} by {scale} gives {out_w}x{out_h} = {out_w * out_h:,} "
+                         f"pixels, needing about {needed / 2**30:.1f} GiB of memory but {free / 2**30:.1f} GiB is "
+                         f"available; use a smaller input or scale")
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:

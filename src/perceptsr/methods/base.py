@@ -170,10 +170,12 @@ class Method(nn.Module):
     config: Any
     no_gradient_penalty: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, config: Any, **discriminators: nn.Module) -> None:
+    def __init__(self, config: Any, generator: nn.Module, **discriminators: nn.Module) -> None:
+        """`generator` comes from `make_generator`; callers build the networks in their historical order (it
+        fixes the random initialisation, hence the numbers of a run)."""
         super().__init__()
         self.config = config
-        self.generator = self.make_generator(config)
+        self.generator = generator
         self.discriminators = nn.ModuleDict(discriminators)
 
     @classmethod

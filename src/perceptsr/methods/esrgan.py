@@ -69,7 +69,7 @@ class ESRGAN(Method):
     """RRDBNet generator + VGG-style discriminator `image`; PSNR pre-training, then the ESRGAN objective."""
 
     def __init__(self, config: ESRGANConfig) -> None:
-        super().__init__(config, image=VGGStyleDiscriminator(config.discriminator))
+        super().__init__(config, self.make_generator(config), image=VGGStyleDiscriminator(config.discriminator))
         self.perceptual: PerceptualLoss | None = None
 
     def build_losses(self) -> None:

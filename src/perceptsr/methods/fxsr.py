@@ -84,7 +84,7 @@ class FxSR(Method):
     """FxSR generator + VGG-style discriminator `image`, trained with the t-conditioned objective."""
 
     def __init__(self, config: FxSRConfig) -> None:
-        super().__init__(config, image=VGGStyleDiscriminator(config.discriminator))
+        super().__init__(config, self.make_generator(config), image=VGGStyleDiscriminator(config.discriminator))
         self.perceptual: PerceptualLoss | None = None
 
     def build_losses(self) -> None:

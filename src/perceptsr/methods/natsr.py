@@ -103,7 +103,7 @@ class NatSR(Method):
             nets["nmd"] = NMD(config.nmd)
         if runs["gan"]:
             nets["image"] = NatSRDiscriminator(config.discriminator)
-        super().__init__(config, **nets)
+        super().__init__(config, self.make_generator(config), **nets)  # D first, as always
         self.register_buffer("noise_sigma", torch.tensor(config.initial_sigma, dtype=torch.float64))
         self.register_buffer("blend_alpha", torch.tensor(config.initial_alpha, dtype=torch.float64))
         self.register_buffer("noise_accuracy_history", torch.zeros(config.curriculum_window, dtype=torch.float64))

@@ -90,7 +90,7 @@ class SFTGAN(Method):
     """SFTNet generator + ACD discriminator `image`."""
 
     def __init__(self, config: SFTGANConfig) -> None:
-        super().__init__(config, image=ACDDiscriminator(config.discriminator))
+        super().__init__(config, self.make_generator(config), image=ACDDiscriminator(config.discriminator))
         self.content: PerceptualLoss | None = None
 
     def build_losses(self) -> None:

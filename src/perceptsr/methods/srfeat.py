@@ -98,8 +98,9 @@ class SRFeat(Method):
         builders = {"image": (image_discriminator, config.image_discriminator),
                     "feature": (feature_discriminator, config.feature_discriminator)}
         trains = config.phases["gan"].trains
-        super().__init__(config, **{name: build(cfg, config.patch_size)
-                                    for name, (build, cfg) in builders.items() if name in trains})
+        generator = self.make_generator(config)
+        super().__init__(config, generator, **{name: build(cfg, config.patch_size)
+                                               for name, (build, cfg) in builders.items() if name in trains})
         self.perceptual: PerceptualLoss | None = None
 
     def build_losses(self) -> None:

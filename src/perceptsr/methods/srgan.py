@@ -95,7 +95,9 @@ class SRGAN(Method):
     """SRResNet/MSRResNet generator + SRGAN or VGG-style discriminator `image`."""
 
     def __init__(self, config: SRGANConfig) -> None:
-        super().__init__(config, image=IMAGE_DISCRIMINATORS[config.discriminator_arch][0](config.discriminator))
+        generator = self.make_generator(config)
+        discriminator = IMAGE_DISCRIMINATORS[config.discriminator_arch][0]
+        super().__init__(config, generator, image=discriminator(config.discriminator))
         self.content: PerceptualLoss | None = None
 
     def build_losses(self) -> None:

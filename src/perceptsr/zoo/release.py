@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from perceptsr.config import from_dict, to_dict
 from perceptsr.errors import CheckpointError, ConfigError
@@ -150,8 +152,7 @@ def _check_sizes(path: Path, arch: str, config: Any, header: dict[str, tuple[tup
         raise CheckpointError(f"{path}: the {arch} config asks for {too_big[0]:,} (layers or channels), more than "
                               f"its {len(header)} tensors can describe (limit {limit:,}); the metadata is corrupt")
     try:
-        with torch.device("meta"):
-            expected = build(arch, config).state_dict()
+        expected = meta_state_dict(lambda: build(arch, config))
     except (ConfigError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f"{path}: bad architecture config in metadata ({_first_line(error)})") from None
     missing = [k for k in expected if k not in header]
@@ -169,6 +170,28 @@ def _check_sizes(path: Path, arch: str, config: Any, header: dict[str, tuple[tup
         if (dtype in _FLOAT_DTYPES) != tensor.is_floating_point() or (not tensor.is_floating_point()
                                                                       and dtype != wanted):
             raise CheckpointError(f"{path}: weight {key} is {dtype}, {arch} needs {wanted}")
+
+
+_INIT_OPS = {"normal_", "uniform_", "kaiming_normal_", "kaiming_uniform_", "trunc_normal_", "orthogonal_",
+             "xavier_normal_", "xavier_uniform_"}
+
+
+class _NoRandomInit(TorchFunctionMode):
+    """Skips random initialisation of meta tensors: they hold no values, and torch's meta `normal_` first imports
+    its Python decompositions (sympy), which takes seconds."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")  # nn.init passes its tensor by keyword
+        if getattr(func, "__name__", "") in _INIT_OPS and isinstance(target, torch.Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
+
+
+def meta_state_dict(make: Callable[[], nn.Module]) -> dict[str, torch.Tensor]:
+    """The state_dict of the module `make()` builds, on the meta device: names, shapes and dtypes, no memory."""
+    with torch.device("meta"), _NoRandomInit():
+        return make().state_dict()
 
 
 def _first_line(error: BaseException) -> str:

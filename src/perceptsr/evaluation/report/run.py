@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from perceptsr.conditions import ModelSpec
+from perceptsr.conditions import ModelSpec, options_for
 from perceptsr.errors import InputError
 from perceptsr.evaluation.evaluate import (
     DEFAULT_METRICS,
@@ -62,10 +62,11 @@ class _Model:
         self.digest = source_digest(spec.source)
         self.id = model_id(spec, self.digest, protocol.scale, run)
         self.module: nn.Module = load_prepared(spec.source, scale=protocol.scale, run=run)[0]
+        self.options = options_for(self.module, spec)
         wanted = self.module.condition_scales
-        if (spec.options.t is not None or spec.options.t_map is not None) and "t" not in wanted:
+        if (self.options.t is not None or self.options.t_map is not None) and "t" not in wanted:
             raise InputError(f"model {spec.label}: options t / t_map apply only to FxSR-style models")
-        if (spec.options.seg is not None or spec.options.seg_model is not None) and "seg" not in wanted:
+        if (self.options.seg is not None or self.options.seg_model is not None) and "seg" not in wanted:
             raise InputError(f"model {spec.label}: options seg / seg_model apply only to SFTGAN-style models")
         if self.module.scale != protocol.scale:
             raise InputError(f"model {spec.label} upscales x{self.module.scale}, but the report asks for "
@@ -179,7 +180,7 @@ def compute_report(
         for model in loaded:
             cache = _Cache(out / "sr" / model.id / name, digests, protocol, lpips_net, refresh=refresh)
             result = run_evaluation(samples, protocol=protocol, metrics=metrics, model=model.module, run=run,
-                                    conditions=model.spec.options, lpips=lpips, cache=cache, dataset=name,
+                                    conditions=model.options, lpips=lpips, cache=cache, dataset=name,
                                     name=model.spec.label, progress=progress)
             results[name][model.id] = {"mean": result.mean, "images": result.images}
     return _document(protocol, run, columns, lpips, lpips_note, loaded, dataset_entries, results)
