@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ENV, flat_noisy_images
+from conftest import flat_noisy_images, run_cli
 from foreign import fxsr_to_original as to_original
 from PIL import Image
 from tolerance import assert_paths_close, network_depth
@@ -296,9 +294,8 @@ def test_sweep_and_upscale_end_to_end(shared, tmp_path: Path, capsys: pytest.Cap
     release = tmp_path / "fxsr_tiny.safetensors"
     save_release(release, arch="fxsr", config=model.config, state_dict=model.state_dict())
     out = tmp_path / "sweep"
-    command = [sys.executable, "-m", "perceptsr", "sweep", "--model", str(release), "--data", str(set5),
-               "--scale", "4", "--t", "0,1", "--max-images", "2", "-o", str(out), "--no-lpips", "--quiet"]
-    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    done = run_cli("sweep", "--model", release, "--data", set5, "--scale", "4", "--t", "0,1", "--max-images", "2",
+                   "-o", out, "--no-lpips", "--quiet")
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader((out / "sweep.csv").open()))
     assert [r["t"] for r in rows] == ["0.0", "1.0"] and list(rows[0])[2:] == ["t", "psnr", "ssim", "lr_psnr", "niqe"]

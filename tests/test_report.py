@@ -6,13 +6,11 @@ import csv
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ENV, tiny_release, write_pngs
+from conftest import run_cli, tiny_release, write_pngs
 from PIL import Image
 
 from perceptsr.cli import main as cli
@@ -225,11 +223,9 @@ def test_cli_lpips_unavailable_is_one_line(setup: dict, tmp_path: Path, monkeypa
 
 
 def test_cli_end_to_end(setup: dict, tmp_path: Path) -> None:
-    env = ENV
     out = tmp_path / "e2e"
-    done = subprocess.run([sys.executable, "-m", "perceptsr", "report", "--data", str(setup["data"]), "--scale", "4",
-                           "--no-lpips", "--quiet", "--device", "cpu", "--model", "bicubic", "--model",
-                           str(setup["model"]), "-o", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    done = run_cli("report", "--data", setup["data"], "--scale", "4", "--no-lpips", "--quiet", "--device", "cpu",
+                   "--model", "bicubic", "--model", setup["model"], "-o", out, timeout=120)
     assert done.returncode == 0, done.stderr
     assert {p.name for p in out.iterdir()} >= {"index.html", "results.md", "results.csv", "results.json",
                                                "pd_niqe.png", "sr", "hr"}

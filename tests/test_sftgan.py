@@ -286,6 +286,7 @@ def test_segment_and_upscale_end_to_end(shared, releases: tuple[Path, Path], tmp
         np.testing.assert_array_equal(labels, prob.argmax(0))
         color = np.asarray(Image.open(tmp_path / "seg" / f"{path.stem}_colorimg.png"))
         np.testing.assert_array_equal(color, np.array(CLASS_COLORS, np.uint8)[labels])
+        assert (tmp_path / "seg" / f"{path.stem}_legend.png").is_file()
     stamp = (tmp_path / "seg" / "OST_013_segprob.npy").stat().st_mtime_ns
     assert main(["segment", str(samples), "-o", str(tmp_path / "seg"), "--seg-model", str(seg_file)]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -5,15 +5,13 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ENV, ROOT
+from conftest import ROOT, run_cli
 from foreign import object_array
 from foreign import srfeat_to_tensorlayer as to_tensorlayer
 from PIL import Image
@@ -248,8 +246,7 @@ def test_convert_cli_matches_a_tensorflow_layout_reference(tmp_path: Path) -> No
     with np.load(source, allow_pickle=False) as archive, pytest.raises(ValueError, match="allow_pickle"):
         archive["params"]  # why read_npz exists
     target = tmp_path / "srfeat_x4.safetensors"
-    result = subprocess.run([sys.executable, "-m", "perceptsr", "convert", str(source), "-o", str(target)],
-                            env=ENV, capture_output=True, text=True, timeout=300)
+    result = run_cli("convert", source, "-o", target)
     assert result.returncode == 0, result.stderr
     converted = load_model(target)
     assert converted.config == SRFeatGeneratorConfig(scale=4, num_feat=8, num_block=3)
@@ -322,9 +319,8 @@ def test_train_export_upscale_on_t91(shared: callable, tmp_path: Path) -> None:
         f"data.train=[{t91}]", "data.val=[]", "data.patch_size=64", "data.batch_size=2", "data.workers=0",
     ]
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "perceptsr", "train", str(ROOT / "configs/srfeat_x4.yaml"), "--out", str(run),
-               "--quiet", *[arg for item in overrides for arg in ("--set", item)]]
-    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    result = run_cli("train", ROOT / "configs/srfeat_x4.yaml", "--out", run, "--quiet",
+                     *[arg for item in overrides for arg in ("--set", item)], timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_checkpoint(find(run, "latest"), with_state=False).meta["step"] == 4
     release = tmp_path / "srfeat.safetensors"

@@ -211,8 +211,9 @@ def test_resume_after_kill_is_bit_identical(hr_folder: Path, tmp_path: Path) -> 
 @pytest.mark.filterwarnings("ignore:RANDOM VGG")
 def test_two_gloo_processes_match_one(hr_folder: Path, tmp_path: Path) -> None:
     # BN-free nets, so a rank's half batch gives the same per-example gradients as the full batch; the all-reduced
-    # mean of the two halves equals the full-batch mean up to float summation order (~1e-7 relative), which Adam's
-    # normalised steps of 1e-4 keep at the 1e-6 level over a few iterations.
+    # mean of the two halves equals the full-batch mean up to float summation order. What remains is each of the 6
+    # steps rounding every weight (float32, at the scale of the net's largest weight): far below Adam's steps (~3e-4
+    # in all), which a wrong all-reduce would change by their own size.
     config = tiny(hr_folder, pretrain=3, gan=3, discriminator={"norm": "none"})
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -224,8 +225,6 @@ def test_two_gloo_processes_match_one(hr_folder: Path, tmp_path: Path) -> None:
         env=ENV, capture_output=True, text=True, timeout=300,
     )
     assert double.returncode == 0, double.stderr[-2000:]
-    # Each of the 6 steps rounds every weight (float32, at the scale of the net's largest weight); the gradients'
-    # own summation-order error moves Adam's steps (~3e-4 in all) far less. A wrong all-reduce moves them by O(step).
     start = fresh_weights(config)
     for prefix in ("generator", "discriminators.image"):
         one, two = final_weights(tmp_path / "one", prefix), final_weights(tmp_path / "two", prefix)

@@ -94,24 +94,27 @@ def test_weights_from_env_var_and_safetensors(tmp_path, monkeypatch) -> None:
     torch.testing.assert_close(extractor.vgg.features[5].weight, fake_state()["features.5.weight"])
 
 
-def test_without_weights_and_offline_it_raises(monkeypatch) -> None:
+def test_without_weights_and_offline_it_raises(monkeypatch, tmp_path, capsys) -> None:
     monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     calls = []
 
-    def offline(url: str, **options: object) -> None:
+    def offline(url: str, *args: object, **options: object) -> None:
         calls.append(url)
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(
         CheckpointError, match=f"not available offline.*--vgg-weights.*{ENV}.*vgg19-dcbb9e9d.pth"
     ):
         VGGFeatureExtractor(["relu5_4"])
     assert calls == [VGG19_IMAGENET.url]
+    assert "Downloading" not in capsys.readouterr().err  # no download announced when there is none
 
 
 def test_random_weights_need_the_opt_in_and_warn(monkeypatch) -> None:
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", pytest.fail)  # never looked up with the opt-in
+    monkeypatch.setattr(torch.hub, "download_url_to_file", pytest.fail)  # never looked up with the opt-in
+    monkeypatch.setattr(torch.hub, "get_dir", pytest.fail)
     with pytest.warns(UserWarning, match="RANDOM VGG weights"):
         extractor = VGGFeatureExtractor(["relu1_1"], allow_random=True)
     assert extractor(torch.rand(1, 3, 8, 8))["relu1_1"].abs().sum() > 0

@@ -1,52 +1,22 @@
 """perceptsr: perception-oriented single-image super-resolution.
 
-Public API:
-    load_model(name_or_path)  -> torch.nn.Module in eval mode; forward(lr, **conditions), `.scale`
-    upscale(image, model=...) -> SR tensor (1,3,sH,sW) in [0,1] (clamped), tiled for large images
-    degrade(image, scale)     -> the papers' LR: modcrop + MATLAB bicubic 1/scale, 8-bit rounded
-Images are float32 tensors N x 3 x H x W, RGB in [0,1], or paths to image files.
+The Python API reads like the command line (the same models, options and code paths):
+
+    import perceptsr
+    sr = perceptsr.upscale("photo.png")                      # a PIL image, x4 with the default model
+    sr = perceptsr.upscale(array, "natsr-x4", tile=256)      # numpy in, numpy out (same dtype); tensors likewise
+    perceptsr.save(sr, "photo_x4.png")                       # 8/16-bit, gray, RGBA: as `perceptsr upscale` writes
+    model = perceptsr.load_model("srresnet-x4")              # eval mode, no gradients; model(lr) -> unclamped SR
+    lr = perceptsr.degrade(hr, 4)                            # the papers' LR (modcrop + MATLAB bicubic 1/4)
+
+Every function takes a path, a PIL image, a numpy array (H x W [x C], uint8/uint16/float) or a tensor
+(N x 3 x H x W in [0,1]) and returns the kind it was given (a path gives a PIL image). Errors a caller can cause
+are `perceptsr.PerceptsrError`s (`InputError` for images, names and options) with a one-line message.
 """
 
-from __future__ import annotations
+from perceptsr.api import degrade, load_model, save, upscale
+from perceptsr.errors import CheckpointError, ConfigError, InputError, PerceptsrError
 
-from pathlib import Path
-
-import torch
-from torch import Tensor, nn
-
-from perceptsr.zoo.models import load_model
-
-__all__ = ["degrade", "load_model", "upscale"]
+__all__ = ["CheckpointError", "ConfigError", "InputError", "PerceptsrError", "degrade", "load_model", "save",
+           "upscale"]
 __version__ = "0.1.0"
-
-
-def _as_tensor(image: Tensor | str | Path) -> Tensor:
-    if isinstance(image, (str, Path)):
-        from perceptsr.io.images import read_image
-
-        return read_image(image).rgb
-    return image if image.dim() == 4 else image.unsqueeze(0)
-
-
-def upscale(
-    image: Tensor | str | Path,
-    model: nn.Module | str = "default",
-    *,
-    tile: int | None = None,
-    overlap: int = 32,
-    **conditions: Tensor,
-) -> Tensor:
-    """Super-resolve one image (a (1,3,h,w)/(3,h,w) tensor in [0,1] or a file path); returns (1,3,sh,sw) in [0,1]."""
-    from perceptsr.inference.upscale import upscale_tensor
-
-    net = load_model(model) if isinstance(model, str) else model
-    lr = _as_tensor(image)
-    with torch.inference_mode():
-        return upscale_tensor(net, lr, tile=tile, overlap=overlap, conditions=conditions or None).clamp(0, 1)
-
-
-def degrade(image: Tensor | str | Path, scale: int) -> Tensor:
-    """The LR the papers use: modcrop to a multiple of `scale`, MATLAB bicubic downscale, rounded to 8 bit."""
-    from perceptsr.data.resize import degrade as _degrade
-
-    return _degrade(_as_tensor(image), scale)

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,66 @@ def test_meta_json_is_strict(tmp_path: Path) -> None:
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text)["best"] == {"psnr": None, "niqe": None, "step": 1}
     assert checkpoint.finite_json([1.0, float("-inf")]) == [1.0, None]
+
+
+@pytest.mark.filterwarnings("ignore:RANDOM VGG")
+def test_the_cli_restarts_a_folder_left_by_a_kill_during_the_first_checkpoint(config: dict, tmp_path: Path) -> None:
+    import yaml
+
+    from perceptsr.cli.main import main
+
+    short = {**config, "model": {**config["model"], "phases": {"pretrain": {"iterations": 1},
+                                                               "gan": {"iterations": 0}}}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(short))
+    for args in (["train", str(tmp_path / "tiny.yaml"), "-o", str(tmp_path / "fresh")],
+                 ["train", "--resume", str(tmp_path / "resumed")]):
+        run = Path(args[-1])
+        (run / "checkpoints" / ".00000001.1a2b3c4d.tmp").mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump(short))
+        assert main([*args, "--quiet"]) == 0
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["00000001", "best.json"]
+    assert main(["train", str(tmp_path / "tiny.yaml"), "-o", str(tmp_path / "fresh"), "--quiet"]) == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 96 KiB tmpfs (needs root and mount rights; skipped with the reason otherwise)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a real full disk needs root to mount a small tmpfs (the injected ENOSPC tests still run)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_really_full_disk_keeps_checkpoints_releases_and_images_whole(small_disk: Path) -> None:
+    from perceptsr.archs import ARCHS
+    from perceptsr.io.images import write_image
+    from perceptsr.zoo.release import save_release
+
+    run = small_disk / "run"
+    save(run, 1)
+    big = {"generator.w": torch.rand(64, 1024)}  # 256 KiB: more than the disk holds
+    with pytest.raises(OSError) as error:
+        save_checkpoint(run, 2, big, state(), {"best": None})
+    assert error.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["00000001"]
+    assert load_checkpoint(find(run, "latest")).meta["step"] == 1
+    spec = ARCHS["msrresnet"]
+    config = spec.tiny(4)
+    wide = {k: torch.rand(v.shape) for k, v in spec.module(config).state_dict().items()}
+    wide["conv_first.weight"] = torch.rand(8, 3, 3, 3)
+    with pytest.raises(OSError):
+        save_release(small_disk / "model.safetensors", arch="msrresnet", config=config,
+                     state_dict={**wide, "pad": torch.rand(64, 1024)})
+    with pytest.raises(InputError, match="No space left") as refused:
+        write_image(small_disk / "noise.png", torch.rand(1, 3, 256, 256))
+    assert "\n" not in str(refused.value)
+    assert sorted(p.name for p in small_disk.iterdir()) == ["run"]

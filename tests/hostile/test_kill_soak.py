@@ -29,7 +29,7 @@ from perceptsr.engine.setup import parse_train_config
 from perceptsr.engine.train import Trainer
 
 SEED = 20261202
-ATTEMPTS = 14
+ATTEMPTS = 12
 HOOKED = [(os, "replace"), (os, "fsync"), (os, "mkdir"), (os, "unlink"), (os, "rmdir"), (shutil, "rmtree"),
           (torch, "save"), (checkpoint, "save_file")]
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from torch import Tensor, fx, nn
 
 from perceptsr.archs.rrdb import RRDBNet, RRDBNetConfig
+from perceptsr.archs.tracing import recording
 from perceptsr.errors import ConfigError, InputError
 
 FXSR_SCALES = (4, 8)
@@ -51,7 +52,8 @@ def _t_map(lr: Tensor, t: float | Tensor) -> Tensor:
 
     A t that is the same at every pixel of a sample (a float, or a uniform map) comes back N×1×1×1: the condition
     network and every SFT layer's 1x1 convs then run on one pixel and broadcast, the same numbers for a fraction
-    of the cost (those convs took ~25% of a bf16 forward at 64x64 in a profile).
+    of the cost (those convs took ~25% of a bf16 forward at 64x64 in a profile). While a graph is recorded (ONNX
+    export, tracing, compiling) a map stays a map: a recorded shortcut would make every later t map uniform.
     """
     batch, _, height, width = lr.shape
     if not isinstance(t, Tensor):
@@ -63,6 +65,8 @@ def _t_map(lr: Tensor, t: float | Tensor) -> Tensor:
             f"fxsr: t must be a float or a map ({batch} or 1)×1×{height}×{width}, got shape {tuple(t.shape)}"
         )
     t = t.to(lr).expand(batch, 1, height, width)
+    if recording():
+        return t
     flat = t.flatten(1)
     if bool((flat.amin(1) == flat.amax(1)).all()):
         return flat[:, :1].reshape(batch, 1, 1, 1)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
 from perceptsr.archs.blocks import SFTLayer, default_init_weights
+from perceptsr.archs.tracing import recording
 from perceptsr.errors import ConfigError
 
 RRDB_SCALES = (1, 2, 4, 8)
@@ -138,7 +139,7 @@ class RRDBNet(nn.Module):
         height, width = lr.shape[-2:]
         if factor > 1:
             pad_h, pad_w = -height % factor, -width % factor
-            if pad_h or pad_w:
+            if pad_h or pad_w or recording():  # a recorded graph must pad whatever size comes
                 lr = F.pad(lr, (0, pad_w, 0, pad_h), mode="replicate")
             lr = F.pixel_unshuffle(lr, factor)
         feat = self.conv_first(lr)

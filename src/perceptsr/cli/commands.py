@@ -188,6 +188,7 @@ def cmd_segment(*, inputs: list[Path], output: Path, seg_model: str | None, lr_i
 def cmd_train(*, config: Path | None, output: Path | None, overrides: list[str], resume: Path | None,
               vgg_weights: Path | None, quiet: bool = False) -> int:
     from perceptsr.config import read_yaml
+    from perceptsr.engine.checkpoint import has_checkpoint
     from perceptsr.engine.setup import load_train_config, parse_train_config
     from perceptsr.engine.train import train
 
@@ -199,13 +200,13 @@ def cmd_train(*, config: Path | None, output: Path | None, overrides: list[str],
         if output is not None and output != run_dir:
             raise InputError(f"--resume {run_dir} continues that run in place; drop -o {output}")
         settings = load_train_config(config, overrides) if config else parse_train_config(read_yaml(stored), overrides)
-        resuming = (run_dir / "checkpoints").is_dir()
+        resuming = True  # the trainer starts at step 0 when the folder holds no complete checkpoint
     else:
         if config is None:
             raise InputError("give a config file, or --resume RUN_DIR")
         settings = load_train_config(config, overrides)
         run_dir = output or Path("runs") / config.stem
-        if (run_dir / "checkpoints").exists() and os.environ.get("RANK", "0") == "0":
+        if has_checkpoint(run_dir) and os.environ.get("RANK", "0") == "0":  # a folder without one restarts
             raise InputError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick -o RUN_DIR")
         resuming = False
     if vgg_weights:
@@ -219,7 +220,15 @@ def cmd_train(*, config: Path | None, output: Path | None, overrides: list[str],
 
 
 def cmd_export(*, run: Path, output: Path, ema: bool = False, checkpoint: str = "latest",
-               overwrite: bool = False) -> int:
+               overwrite: bool = False, half: bool = False, opset: int | None = None) -> int:
+    """`run` is a run folder, a release file or a bundled model's name; the output's extension picks the format
+    (.safetensors: a release file; .onnx: see perceptsr.inference.onnx)."""
+    onnx = export_format(output, half=half, opset=opset)
+    check_outputs([output], folder=output.parent, overwrite=overwrite)
+    if not run.is_dir():
+        if ema or checkpoint != "latest":
+            raise InputError(f"--ema / --checkpoint choose weights in a run folder; {run} is not one")
+        return export_model(str(run), output, half=half, opset=opset, overwrite=overwrite)
     from perceptsr.archs import ARCHS
     from perceptsr.config import read_yaml
     from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
@@ -233,10 +242,57 @@ def cmd_export(*, run: Path, output: Path, ema: bool = False, checkpoint: str = 
     generator.load_state_dict(split_prefix(saved.weights, "ema" if ema else "generator"), strict=True)
     arch = next(name for name, spec in ARCHS.items() if type(generator) is spec.module)
     step = saved.meta["step"]
+    if onnx:
+        from perceptsr.inference.onnx import DEFAULT_OPSET, export_onnx, sha256_file
+
+        export_onnx(generator, output, arch=arch, half=half, opset=opset or DEFAULT_OPSET, overwrite=overwrite,
+                    metadata={"source": f"{run.name}/{path.name}", "source_sha256": sha256_file(path),
+                              "method": config.method, "step": str(step), "weights": "ema" if ema else "raw"})
+        note(f"wrote {output} ({arch} x{generator.scale}, step {step}, ONNX {'fp16' if half else 'fp32'})")
+        return 0
     save_release(output, arch=arch, config=generator.config, state_dict=generator.state_dict(),
                  extra={"method": config.method, "step": str(step), "weights": "ema" if ema else "raw",
                         "train_config": config_yaml(config)}, overwrite=overwrite)
     note(f"wrote {output} ({arch} x{generator.scale}, step {step})")
+    return 0
+
+
+def export_format(output: Path, *, half: bool, opset: int | None) -> bool:
+    """True for ONNX output, False for a release file; anything else, or ONNX flags without ONNX, is refused."""
+    suffix = output.suffix.lower()
+    if suffix not in (".safetensors", ".onnx"):
+        raise InputError(f"cannot tell the format of {output}: name it .safetensors (a release file) or .onnx")
+    if suffix != ".onnx" and (half or opset is not None):
+        raise InputError("--half and --opset apply to ONNX output (-o FILE.onnx)")
+    return suffix == ".onnx"
+
+
+def export_model(source: str, output: Path, *, half: bool = False, opset: int | None = None,
+                 overwrite: bool = False) -> int:
+    """Export a release file or a bundled model (not a run folder): as ONNX, or copied as a release file."""
+    from perceptsr.archs import ARCHS
+    from perceptsr.inference.onnx import DEFAULT_OPSET, OnnxModel, export_onnx, sha256_file
+    from perceptsr.zoo.models import bundled_path, load_model
+    from perceptsr.zoo.release import save_release
+
+    model = load_model(source)
+    if isinstance(model, OnnxModel):
+        raise InputError(f"{source} is ONNX already; export takes a run folder, a release file or a bundled model")
+    arch = next(name for name, spec in ARCHS.items() if type(model) is spec.module)
+    if not any(True for _ in model.parameters()):
+        raise InputError(f"{arch} has no weights to export: it is computed, not learned (use --model {arch})")
+    file = bundled_path(source) or Path(source)
+    meta = {k: v for k, v in getattr(model, "release_metadata", {}).items()
+            if k not in ("format", "version", "arch", "config", "scale")}
+    if export_format(output, half=half, opset=opset):
+        meta = {k: v for k, v in meta.items() if k in ("method", "step", "weights")}
+        export_onnx(model, output, arch=arch, half=half, opset=opset or DEFAULT_OPSET, overwrite=overwrite,
+                    metadata={**meta, "source": file.name, "source_sha256": sha256_file(file)})
+        note(f"wrote {output} ({arch} x{model.scale}, ONNX {'fp16' if half else 'fp32'})")
+        return 0
+    save_release(output, arch=arch, config=model.config, state_dict=model.state_dict(), extra=meta,
+                 overwrite=overwrite)
+    note(f"wrote {output} ({arch} x{model.scale})")
     return 0
 
 
@@ -249,25 +305,39 @@ def cmd_convert(*, source: Path, output: Path, kind: str | None = None, overwrit
 
 
 def cmd_models(*, json: bool = False) -> int:
+    """The bundled models, and for every release `perceptsr convert` reads: where the authors' README says to get
+    it, the files expected and the exact convert command (`--json`: the same as strict JSON, for scripts)."""
+    from dataclasses import asdict
+
     from perceptsr.archs import ARCHS
     from perceptsr.evaluation.strict_json import dumps
-    from perceptsr.zoo.models import BUNDLED, KNOWN_RELEASES, bundled_path, default_model
+    from perceptsr.zoo.models import BUNDLED, RELEASES, bundled_path, default_model
 
     if json:
         bundled = {name: {"scale": e.scale, "description": e.description, "installed": bundled_path(name) is not None}
                    for name, e in BUNDLED.items()}
-        print(dumps({"bundled": bundled, "default": default_model(), "releases": KNOWN_RELEASES,  # noqa: T201
+        releases = [{**asdict(release), "conversions": [{**asdict(c), "command": c.command}
+                                                        for c in release.conversions]} for release in RELEASES]
+        print(dumps({"bundled": bundled, "default": default_model(), "releases": releases,  # noqa: T201
                      "architectures": list(ARCHS)}, indent=2))
         return 0
-    print("bundled models (perceptsr upscale --model NAME):")  # noqa: T201
-    print(f"  {'bicubic':14s} MATLAB bicubic, any scale (the baseline)")  # noqa: T201
+    lines = ["bundled models (perceptsr upscale --model NAME):",
+             f"  {'bicubic':14s} MATLAB bicubic, any scale (the baseline)"]
     for name, entry in BUNDLED.items():
         state = "installed" if bundled_path(name) else "not in this install"
-        print(f"  {name:14s} x{entry.scale}  {entry.description} [{state}]")  # noqa: T201
-    print(f"default: {default_model()}\n\nreleased weights you can convert (perceptsr convert FILE):")  # noqa: T201
-    for name, how in KNOWN_RELEASES.items():
-        print(f"  {name}: {how}")  # noqa: T201
-    print("\narchitectures: " + ", ".join(ARCHS))  # noqa: T201
+        lines.append(f"  {name:14s} x{entry.scale}  {entry.description} [{state}]")
+    lines += [f"default: {default_model()}", "",
+              "released weights you can convert (download, then run the command; the result is a --model file):"]
+    for release in RELEASES:
+        lines += ["", f"{release.name}  ({release.repository})"]
+        lines += [f"  {'get:' if i == 0 else '':6s}{where}" for i, where in enumerate(release.download)]
+        lines += [f"  {'run:' if i == 0 else '':6s}{c.command}" for i, c in enumerate(release.conversions)]
+        if release.then:
+            lines.append(f"  then: {release.then}")
+        if release.note:
+            lines.append(f"  note: {release.note}")
+    lines += ["", "architectures: " + ", ".join(ARCHS)]
+    print("\n".join(lines))  # noqa: T201
     return 0
 
 

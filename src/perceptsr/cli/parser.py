@@ -296,7 +296,7 @@ def bind_train(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any
 
 def bind_export(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
     return commands_module().cmd_export, dict(run=a.run, output=a.output, ema=a.ema, checkpoint=a.checkpoint,
-                                              overwrite=a.overwrite)
+                                              overwrite=a.overwrite, half=a.half, opset=a.opset)
 
 
 def bind_convert(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
@@ -455,10 +455,15 @@ def build_parser() -> Parser:
                    help="torchvision VGG19 state dict for perceptual losses")
     add_quiet(p)
 
-    p = command("export", "Turn a run's checkpoint into a release file", bind_export,
-                "The release holds the generator only and loads with --model FILE.")
-    p.add_argument("run", type=Path, metavar="RUN_DIR", help="run folder written by `perceptsr train`")
-    add_output(p, metavar="FILE", help_text="release file to write (.safetensors)")
+    p = command("export", "Turn a run's checkpoint into a release file, or any generator into ONNX", bind_export,
+                "The output's extension picks the format: .safetensors (a release: the generator only, loads with "
+                "--model FILE) or .onnx (dynamic batch and size, conditions as inputs t / seg; runs with --model "
+                "FILE.onnx or any ONNX runtime; needs pip install perceptsr[onnx]).")
+    p.add_argument("run", type=Path, metavar="RUN_OR_RELEASE",
+                   help="run folder written by `perceptsr train`, a release file or a bundled model's name")
+    add_output(p, metavar="FILE", help_text="file to write: .safetensors (release) or .onnx")
+    p.add_argument("--half", action="store_true", help="ONNX in float16 (weights, inputs and output)")
+    p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 17..20 (default 17)")
     p.add_argument("--ema", action="store_true", help="export the EMA generator")
     p.add_argument("--checkpoint", default="latest", metavar="WHICH", help="latest, best or a step number")
     add_overwrite(p)

@@ -165,7 +165,8 @@ def read_labels(path: Path, mapping: str | None) -> np.ndarray:
     except InputError:
         raise
     except Exception as error:  # Pillow reports unreadable files with many exception types
-        raise InputError(f"cannot read label image {path}: {error}") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"cannot read label image {path}: {reason}") from None
     if mapping is None:
         unknown = np.setdiff1d(np.unique(labels), [*range(len(SEG_CLASSES)), 255])
         if unknown.size:
@@ -206,8 +207,11 @@ def read_mapping(spec: str) -> np.ndarray:
                     raise ValueError(f"class number {number} is repeated or out of range")
                 seen.add(value)
                 table[value] = SEG_CLASSES.index(name)
-    except (yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as error:
-        raise InputError(f"class mapping {spec}: {error} (expected first_index, default and classes: "
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError, OverflowError) as error:
+        mark = getattr(error, "problem_mark", None)
+        reason = (f"not valid YAML (line {mark.line + 1})" if mark else "not valid YAML") \
+            if isinstance(error, yaml.YAMLError) else (str(error).splitlines() or [type(error).__name__])[0]
+        raise InputError(f"class mapping {spec}: {reason} (expected first_index, default and classes: "
                          f"{{OST class: [numbers]}} with OST classes {', '.join(SEG_CLASSES)})") from None
     return table
 
@@ -238,25 +242,46 @@ def colorize(probs: Tensor) -> tuple[np.ndarray, Tensor]:
     return labels.to(torch.uint8).numpy(), palette[labels].permute(2, 0, 1).unsqueeze(0)
 
 
+def legend(labels: np.ndarray) -> Tensor:
+    """A key to a colour picture (1,3,H,W) in [0,1]: per class its colour, index, name and share of the map's
+    pixels (classes absent from this map in grey), so a `_colorimg.png` can be read without the palette table."""
+    from PIL import ImageDraw, ImageFont
+
+    counts = np.bincount(labels.ravel(), minlength=len(SEG_CLASSES))
+    font = ImageFont.load_default(size=14)
+    row, swatch = 22, 16
+    canvas = Image.new("RGB", (210, row * len(SEG_CLASSES) + 8), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for index, (name, colour) in enumerate(zip(SEG_CLASSES, CLASS_COLORS, strict=True)):
+        top = 4 + index * row
+        draw.rectangle((6, top + 2, 6 + swatch, top + 2 + swatch), fill=colour, outline=(0, 0, 0))
+        share = 100 * counts[index] / max(1, labels.size)
+        text = f"{index} {name}" + (f"  {share:.1f}%" if counts[index] else "")
+        draw.text((30, top + 2), text, fill=(0, 0, 0) if counts[index] else (150, 150, 150), font=font)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).unsqueeze(0).float() / 255
+
+
 def segment_files(paths: Sequence[Path], outdir: Path, *, seg_model: str | None, lr_inputs: bool,
                   overwrite: bool, progress: bool = True) -> None:
     """`perceptsr segment`: per image <stem>_segprob.npy (8×H×W float32), <stem>_colorimg.png and
-    <stem>_byteimg.png (class index per pixel), as test_segmentation.py writes them. HR inputs (default) get
+    <stem>_byteimg.png (class index per pixel), as test_segmentation.py writes them, and <stem>_legend.png (the
+    colour key, with each class's share of that map: `legend`). HR inputs (default) get
     maps at their size mod 4, for training; LR inputs (`lr_inputs`) get maps at 4× their size, for upscale.
     Existing outputs are refused before any work unless `overwrite`; each file is written atomically."""
-    targets = [[outdir / f"{path.stem}_{kind}" for kind in ("segprob.npy", "colorimg.png", "byteimg.png")]
-               for path in paths]
+    kinds = ("segprob.npy", "colorimg.png", "byteimg.png", "legend.png")
+    targets = [[outdir / f"{path.stem}_{kind}" for kind in kinds] for path in paths]
     for output in (o for outputs in targets for o in outputs):
         if output.exists() and not overwrite:
             raise InputError(f"output {output} already exists (pass --overwrite to replace it)")
     model = load_seg_model(resolve_seg_model(seg_model))
     run = segment_lr if lr_inputs else segment_hr
-    for path, (prob_path, color_path, byte_path) in tqdm(list(zip(paths, targets, strict=True)), unit="img",
-                                                         disable=not progress):
+    for path, (prob_path, color_path, byte_path, legend_path) in tqdm(list(zip(paths, targets, strict=True)),
+                                                                      unit="img", disable=not progress):
         probs = run(model, read_image(path).rgb)[0]
         with atomic_output(prob_path, overwrite=overwrite) as temporary, open(temporary, "wb") as handle:
             np.save(handle, probs.numpy())
         labels, color = colorize(probs)
         write_image(color_path, color, overwrite=overwrite)
+        write_image(legend_path, legend(labels), overwrite=overwrite)
         with atomic_output(byte_path, overwrite=overwrite) as temporary:
             Image.fromarray(labels).save(temporary, format="PNG")

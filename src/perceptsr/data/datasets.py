@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from perceptsr.data.resize import degrade, modcrop
-from perceptsr.errors import ConfigError, InputError
+from perceptsr.errors import CheckpointError, ConfigError, InputError
+from perceptsr.io.arrays import check_zip
 from perceptsr.io.images import atomic_output, list_images, read_image
 
 logger = logging.getLogger(__name__)
@@ -177,13 +178,14 @@ class TrainDataset(Dataset):
         file = cache / f"{path.stem}-{cache_key(path, self.scale)}.npz"
         if file.exists():
             try:
+                check_zip(file, what="image cache")  # a damaged cache must not inflate without bound
                 with np.load(file, allow_pickle=False) as stored:
                     hr, lr = stored["hr"], stored["lr"]
                 aligned = hr.shape[:2] == (lr.shape[0] * self.scale, lr.shape[1] * self.scale)
                 if aligned and hr.dtype == lr.dtype == np.uint8:
                     return hr, lr
                 logger.warning("cache %s has inconsistent shapes; rebuilding it", file)
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile, CheckpointError) as error:
                 logger.warning("cache %s is unreadable (%s); rebuilding it", file, error)
         hr, lr = self._degrade(path)
         with atomic_output(file, overwrite=True) as temporary, open(temporary, "wb") as handle:

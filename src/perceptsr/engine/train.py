@@ -38,7 +38,7 @@ from perceptsr.engine.checkpoint import (
 from perceptsr.engine.runlock import RunLock
 from perceptsr.engine.runlog import RunLogger
 from perceptsr.engine.setup import TrainConfig, autocast, build_method, config_yaml, pick_device
-from perceptsr.errors import CheckpointError, PerceptsrError
+from perceptsr.errors import CheckpointError, ConfigError, PerceptsrError, describe_mismatch
 from perceptsr.evaluation.evaluate import evaluate_items
 from perceptsr.losses import gradient_penalty
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
@@ -114,27 +114,40 @@ def collect_weights(method: Method, ema: nn.Module | None) -> dict[str, Tensor]:
 
 
 def restore_weights(method: Method, ema: nn.Module | None, weights: dict[str, Tensor]) -> None:
+    prefix, net = "method", None
     try:
         for name, net in method.networks().items():
             prefix = name if name == GENERATOR else f"discriminators.{name}"
             net.load_state_dict(split_prefix(weights, prefix), strict=True)
         if ema is not None:
+            prefix, net = "ema", ema
             ema.load_state_dict(split_prefix(weights, "ema"), strict=True)
+        prefix, net = "method", None
         for key, value in split_prefix(weights, "method").items():
             getattr(method, key).copy_(value)
     except (RuntimeError, AttributeError) as error:
-        raise CheckpointError(f"checkpoint does not fit this method: {str(error).splitlines()[-1].strip()}") from None
+        reason = describe_mismatch(net, split_prefix(weights, prefix), error) if net is not None else \
+            str(error).splitlines()[-1].strip()
+        raise CheckpointError(f"checkpoint does not fit this method: {prefix}: {reason}") from None
 
 
 def init_source(source: str) -> dict[str, Tensor]:
-    """Generator weights from a run directory (its latest checkpoint, EMA if present) or a release file."""
+    """Generator weights from a run directory (its latest checkpoint, EMA if present) or a release file.
+
+    Errors name the config key (`init: run runs/x does not exist`): the path came from the config, not the CLI."""
     from perceptsr.zoo.release import read_release
 
     path = Path(source)
-    if path.is_dir():
-        weights = load_checkpoint(find(path, "latest"), with_state=False).weights
-        return split_prefix(weights, "ema") or split_prefix(weights, GENERATOR)
-    return read_release(path).state_dict
+    if not path.exists():
+        kind = "release file" if path.suffix else "run"
+        raise ConfigError(f"init: {kind} {source} does not exist (train it first, or fix init: in the config)")
+    try:
+        if path.is_dir():
+            weights = load_checkpoint(find(path, "latest"), with_state=False).weights
+            return split_prefix(weights, "ema") or split_prefix(weights, GENERATOR)
+        return read_release(path).state_dict
+    except PerceptsrError as error:
+        raise type(error)(f"init: {error}") from None
 
 
 class Trainer:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from perceptsr.errors import InputError, PerceptsrError
 from perceptsr.inference.fusion import fuse_for_inference
+from perceptsr.inference.onnx import OnnxModel
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +200,11 @@ def prepare(model: nn.Module, *, precision: str = "auto", device: torch.device |
 
     The network that runs is a copy (see perceptsr.inference.fusion; weights channels-last); `model` itself is only put
     in eval mode (and moved to `device`). A FastModel is re-wrapped from its source with the new settings.
-    `compile=True` adds torch.compile (slow first call).
+    `compile=True` adds torch.compile (slow first call). An ONNX model (inference.onnx) runs outside PyTorch and
+    comes back as it is, at the precision it was exported in.
     """
+    if isinstance(model, OnnxModel):
+        return model.check_precision(precision)  # type: ignore[return-value]  # the same call contract
     source = unwrap(model).eval()
     if device is not None:
         source = source.to(device)

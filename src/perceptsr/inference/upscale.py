@@ -54,9 +54,9 @@ def load_prepared(source: str, *, scale: int | None, run: RunOptions) -> tuple[F
 
 
 def model_width(model: nn.Module) -> int:
-    """The widest conv in the model (feature channels), for the tile-size estimate."""
+    """The widest conv in the model (feature channels), for the tile-size estimate; an ONNX model's is recorded."""
     widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
-    return max(widths, default=3)
+    return max(widths, default=getattr(model, "feature_width", 3))
 
 
 def upscale_tensor(
@@ -94,10 +94,13 @@ def upscale_image(
     device: torch.device | None = None,
     conditions: Mapping[str, Tensor] | None = None,
     precision: str = "fp32",
+    progress: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """SR of a loaded image, plus its alpha upscaled with MATLAB bicubic (models see colour only)."""
+    """SR of a loaded image, plus its alpha upscaled with MATLAB bicubic (models see colour only).
+
+    progress=True shows a tqdm bar over the tiles (the app's progress bar follows it)."""
     check_output_size(image.rgb.shape[-1], image.rgb.shape[-2], model.scale, what=str(image.path))
     sr = upscale_tensor(model, image.rgb, tile=tile, overlap=overlap, device=device, conditions=conditions,
-                        precision=precision)
+                        precision=precision, progress=progress)
     alpha = upscale_alpha(image.alpha, model.scale) if image.alpha is not None else None
     return sr, alpha

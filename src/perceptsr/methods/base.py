@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from perceptsr.archs import ARCHS
 from perceptsr.config import positive_finite, require
-from perceptsr.errors import CheckpointError, ConfigError
+from perceptsr.errors import CheckpointError, ConfigError, describe_mismatch
 
 GENERATOR = "generator"
 
@@ -252,7 +252,7 @@ class Method(nn.Module):
         try:
             self.generator.load_state_dict(state_dict, strict=True)
         except RuntimeError as error:
-            reason = str(error).splitlines()[-1].strip()
+            reason = describe_mismatch(self.generator, state_dict, error)
             raise CheckpointError(f"init weights do not fit the generator: {reason}") from None
 
     def after_step(self, step: int, phase: str, batch: Batch) -> dict[str, float]:

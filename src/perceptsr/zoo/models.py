@@ -27,22 +27,82 @@ BUNDLED: dict[str, BundledModel] = {
     "natsr-x4": BundledModel("natsr_x4.safetensors", 4, "NatSR x4, perceptual (BSD100 NIQE 5.04), trained on CPU"),
 }
 
-# Released weights users can bring: `perceptsr convert FILE` turns them into release files.
-KNOWN_RELEASES: dict[str, str] = {
-    "MSRResNet (BasicSR)": "net_g_*.pth / MSRResNet_x4.pth with params / params_ema: perceptsr convert FILE",
-    "NatSR / FRSR x2, x3, x4 (JWSoh/NatSR, TensorFlow)": "perceptsr convert Model/NatSR (TF prefix, needs "
-    "tensorflow-cpu; or an .npz of name->array) -> arch frsr; Model/NMD is training input: model.nmd_init",
-    "ESRGAN / RRDB PSNR (xinntao/ESRGAN, BasicSR, Real-ESRGAN)": "RRDB_ESRGAN_x4.pth, RRDB_PSNR_x4.pth, "
-    "net_g_*.pth, old-arch model.N files: perceptsr convert FILE -> arch rrdb",
-    "FxSR-PD / FxSR-DS x4, x8 (seungho-snu/FxSR)": "FxSR-PD-4x.pth etc.: perceptsr convert FILE -> arch fxsr; "
-    "then upscale --t 0.8 or --t-map MAP.png, perceptsr sweep",
-    "SFTGAN x4 (xinntao/SFTGAN)": "SFTGAN_noBN_OST_bg.pth (PyTorch) or SFTGAN_torch.pth (paper): perceptsr convert "
-    "FILE -> arch sftgan; then upscale --seg auto --seg-model SEG, --seg MAP.npy or --seg LABELS.png",
-    "SRFeat x4 (HyeongseokSon1/SRFeat, TensorFlow)": "models/SRFeat_full.npz (SRFeat_IF, GAN) or SRFeat_init.npz "
-    "(MSE pre-trained): perceptsr convert FILE -o srfeat_x4.safetensors -> arch srfeat",
-    "OutdoorSceneSeg (xinntao/SFTGAN segmentation prior)": "segmentation_OST_bic.pth: perceptsr convert FILE -o "
-    "seg.safetensors; then --seg-model seg.safetensors (or PERCEPTSR_SEG_MODEL), perceptsr segment",
-}
+@dataclass(frozen=True)
+class Conversion:
+    """One released file and the release file `perceptsr convert` makes of it."""
+
+    file: str  # the name the authors give it (a TensorFlow checkpoint: its prefix, without .index/.data-*)
+    output: str  # NAME.safetensors
+
+    @property
+    def command(self) -> str:
+        return f"perceptsr convert {self.file} -o {self.output}"
+
+
+@dataclass(frozen=True)
+class Release:
+    """Weights the authors released that `perceptsr convert` reads: where their README says to get them, the files
+    expected, and what to do with the result. `download` holds only what the authors' READMEs (or, for the
+    repository layout, docs/methods.md) state: no mirrors, no guessed links."""
+
+    name: str
+    repository: str
+    download: tuple[str, ...]
+    conversions: tuple[Conversion, ...]
+    arch: str
+    then: str = ""
+    note: str = ""
+
+
+RELEASES: tuple[Release, ...] = (
+    Release(
+        "ESRGAN / RRDB_PSNR x4", "https://github.com/xinntao/ESRGAN",
+        ("Google Drive https://drive.google.com/drive/u/0/folders/17VYV_SoZZesU6mbxz2dMAIccSSlqLecY",
+         "Baidu Drive https://pan.baidu.com/s/1-Lh6ma-wXzfH8NqeBtPaFQ"),
+        (Conversion("RRDB_ESRGAN_x4.pth", "esrgan_x4.safetensors"),
+         Conversion("RRDB_PSNR_x4.pth", "rrdb_psnr_x4.safetensors")),
+        "rrdb", "perceptsr upscale photo.png -o out --model esrgan_x4.safetensors",
+        "BasicSR / Real-ESRGAN net_g_*.pth and old-arch model.N files convert the same way"),
+    Release(
+        "FxSR-PD / FxSR-DS x4, x8", "https://github.com/seungho-snu/FxSR",
+        ("OneDrive, linked from the repository's README (FxSR_models/model_path.txt says Dropbox)",),
+        tuple(Conversion(f"FxSR-{kind}-{scale}x.pth", f"fxsr_{kind.lower()}_x{scale}.safetensors")
+              for kind in ("PD", "DS") for scale in (4, 8)),
+        "fxsr", "perceptsr upscale photo.png -o out --model fxsr_pd_x4.safetensors --t 0.8 (or --t-map MAP.png); "
+        "perceptsr sweep"),
+    Release(
+        "SFTGAN x4 and its OutdoorSceneSeg prior", "https://github.com/xinntao/SFTGAN",
+        ("Google Drive https://drive.google.com/drive/folders/16owosaM_ADAm2FmVI9eKmuYzULVeBy7t?usp=sharing",
+         "Baidu Drive https://pan.baidu.com/s/1stZurDwBouItgfrGsrMwdw (pretrained_models/README.md)"),
+        (Conversion("SFTGAN_torch.pth", "sftgan.safetensors"),
+         Conversion("SFTGAN_noBN_OST_bg.pth", "sftgan_pytorch.safetensors"),
+         Conversion("segmentation_OST_bic.pth", "seg.safetensors")),
+        "sftgan", "perceptsr upscale photo.png -o out --model sftgan.safetensors --seg auto --seg-model "
+        "seg.safetensors; perceptsr segment",
+        "SFTGAN_torch.pth is the paper's model, SFTGAN_noBN_OST_bg.pth the PyTorch-trained one"),
+    Release(
+        "NatSR / FRSR x4 (FRSR also x2, x3)", "https://github.com/JWSoh/NatSR",
+        ("in the repository's Model/ folder: git clone https://github.com/JWSoh/NatSR.git",),
+        (Conversion("Model/NatSR", "natsr_x4.safetensors"), Conversion("Model/FRSR", "frsr_x4.safetensors"),
+         Conversion("Model/FRSR_x2", "frsr_x2.safetensors"), Conversion("Model/FRSR_x3", "frsr_x3.safetensors")),
+        "frsr", "perceptsr upscale photo.png -o out --model natsr_x4.safetensors",
+        "TensorFlow checkpoints: reading them needs pip install tensorflow-cpu once (or an .npz of name -> array); "
+        "Model/NMD is training input (model.nmd_init), not a converter input"),
+    Release(
+        "SRFeat x4", "https://github.com/HyeongseokSon1/SRFeat",
+        ("in the repository's models/ folder: git clone https://github.com/HyeongseokSon1/SRFeat.git",),
+        (Conversion("models/SRFeat_full.npz", "srfeat_x4.safetensors"),
+         Conversion("models/SRFeat_init.npz", "srfeat_init_x4.safetensors")),
+        "srfeat", "perceptsr upscale photo.png -o out --model srfeat_x4.safetensors",
+        "SRFeat_full.npz is SRFeat_IF (GAN); SRFeat_init.npz the MSE pre-trained generator"),
+    Release(
+        "MSRResNet x4 (BasicSR)", "https://github.com/XPixelGroup/BasicSR",
+        ("Google Drive https://drive.google.com/drive/folders/1XN4WXKJ53KQ0Cu0Yv-uCt8DZWq6uufaP?usp=sharing "
+         "(docs/ModelZoo.md, \"reproduced models and logs\")",),
+        (Conversion("net_g_latest.pth", "msrresnet_x4.safetensors"),),
+        "msrresnet", "perceptsr upscale photo.png -o out --model msrresnet_x4.safetensors",
+        "any BasicSR generator file (net_g_*.pth, weights under params or params_ema) of 001_MSRResNet_x4_*"),
+)
 
 
 def bundled_path(name: str) -> Path | None:
@@ -60,7 +120,8 @@ def default_model() -> str:
 
 
 def load_model(name_or_path: str | Path = "default", *, scale: int | None = None) -> nn.Module:
-    """A generator in eval mode: `bicubic`, a bundled name, or a release file path.
+    """A generator in eval mode with gradients off: `bicubic`, a bundled name, a release file path, or an exported
+    `.onnx` file (run by onnxruntime, see perceptsr.inference.onnx; needs `pip install perceptsr[onnx]`).
 
     `forward(lr, **conditions)` takes N x 3 x h x w in [0,1] and returns N x 3 x sH x sW unclamped; `.scale` is
     the model's factor. `scale` picks the bicubic factor and is checked against any other model's.
@@ -72,7 +133,7 @@ def load_model(name_or_path: str | Path = "default", *, scale: int | None = None
     if name == "default":
         name = default_model()
     if name == "bicubic":
-        return Bicubic(BicubicConfig(scale=scale or 4)).eval()
+        return Bicubic(BicubicConfig(scale=scale or 4)).eval().requires_grad_(False)
     if name in BUNDLED:
         path = bundled_path(name)
         if path is None:
@@ -82,10 +143,17 @@ def load_model(name_or_path: str | Path = "default", *, scale: int | None = None
         if not path.exists():
             known = ", ".join(["bicubic", *BUNDLED])
             raise InputError(f"model {name!r} is neither a known name ({known}) nor an existing file")
+        if path.suffix.lower() == ".onnx":  # written by `perceptsr export -o X.onnx`; runs with onnxruntime
+            from perceptsr.inference.onnx import load_onnx
+
+            model = load_onnx(path)
+            if scale is not None and scale != model.scale:
+                raise InputError(f"model {name} upscales x{model.scale}, but scale={scale} was asked for")
+            return model
     model = load_release(path)
     arch = model.release_metadata.get("arch")
     if arch not in ARCHS:  # a non-generator release, e.g. the SFTGAN segmentation prior
         raise InputError(f"{name} holds {arch}, which does not upscale: {PRIORS[arch].description}")
     if scale is not None and scale != model.scale:
-        raise InputError(f"model {name} upscales x{model.scale}, but --scale {scale} was asked for")
-    return model
+        raise InputError(f"model {name} upscales x{model.scale}, but scale={scale} was asked for")
+    return model.eval().requires_grad_(False)  # for inference: a trainer that wants gradients turns them on

@@ -19,7 +19,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from perceptsr.config import from_dict, to_dict
-from perceptsr.errors import CheckpointError, ConfigError
+from perceptsr.errors import CheckpointError, ConfigError, describe_mismatch
 from perceptsr.io.images import atomic_output
 
 FORMAT = "perceptsr-release"
@@ -212,7 +212,7 @@ def load_release(path: str | Path) -> nn.Module:
     try:
         model.load_state_dict(release.state_dict, strict=True)
     except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise CheckpointError(f"{path}: weights do not fit {release.arch} ({first})") from None
+        reason = describe_mismatch(model, release.state_dict, error)
+        raise CheckpointError(f"{path}: weights do not fit {release.arch}: {reason}") from None
     model.release_metadata = release.metadata
     return model.eval()

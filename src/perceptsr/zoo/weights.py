@@ -140,27 +140,37 @@ def resolve_weights(source: WeightSource, local: str | Path | None = None) -> di
     """The state_dict of `source`: explicit `local` path > `$source.env` > torch.hub cache > download.
 
     Hash check of local files: a full sha256 in `source` is always verified; a torchvision-style prefix only
-    when the file keeps its original name (a renamed or re-saved copy cannot be expected to match). The hub
-    path verifies the prefix itself (`check_hash=True`).
+    when the file keeps its original name (a renamed or re-saved copy cannot be expected to match), which the
+    hub cache's copy does.
     """
     if local is not None:
         return _load_local(source, Path(local), "given")
     from_env = os.environ.get(source.env, "")
     if from_env:
         return _load_local(source, Path(from_env), f"named by {source.env}")
-    log.info("loading %s from the torch.hub cache or %s", source.name, source.url)
+    return _load_local(source, hub_cached(source), "in the torch.hub cache")
+
+
+def hub_cached(source: WeightSource) -> Path:
+    """The torch.hub-cache copy of `source`, downloaded first when missing.
+
+    Not `torch.hub.load_state_dict_from_url`: it prints "Downloading: ..." before connecting, so an offline
+    machine saw a download announced and then an error. `download_url_to_file` connects first and draws its
+    progress bar only once the server answers; offline, the one line printed is the error saying how to provide
+    the file.
+    """
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / source.filename
+    if cached.is_file():
+        return cached
+    log.info("downloading %s from %s", source.name, source.url)
     try:
-        state = torch.hub.load_state_dict_from_url(
-            source.url, map_location="cpu", check_hash=True, weights_only=True, progress=True
-        )
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{source.name} from the torch.hub cache are refused ({unpickling_reason(error)[1]}): "
-                              f"{source.how_to_provide()}") from None
-    except (OSError, RuntimeError, EOFError, ValueError) as error:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(source.url, str(cached), hash_prefix=source.sha256, progress=True)
+    except (OSError, RuntimeError, ValueError) as error:
         raise CheckpointError(
             f"{source.name} are not available offline ({_first_line(error)}): {source.how_to_provide()}"
         ) from None
-    return _tensor_dict(state, source, source.url)
+    return cached
 
 
 def _load_local(source: WeightSource, path: Path, how: str) -> dict[str, Tensor]:
