@@ -629,3 +629,18 @@ def test_models_says_where_to_get_each_release_and_how_to_convert_it(capsys: pyt
     for release in listing["releases"]:
         assert all(where in text for where in release["download"])
         assert all(c["command"] in text for c in release["conversions"])
+
+
+def test_comparison_magnifies_the_most_textured_region() -> None:
+    from perceptsr.io.compare import GAP, LABEL_HEIGHT, side_by_side, texture_box
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.full((1, 3, 96, 128), 0.5)
+    image[..., 40:60, 80:104] = torch.rand(1, 3, 20, 24, generator=generator)  # fur-like detail
+    image[..., 70:, :60] = 1.0  # one strong edge, which plain gradient energy would pick
+    top, left, side = texture_box(image, 16)
+    assert side == 16 and 40 <= top <= 44 and 80 <= left <= 88
+    lr = image[..., ::4, ::4]
+    picture = side_by_side([{"LR": lr, "a": image}], scale=4, crop=16, zoom=4)
+    assert picture.shape[-2] == 96 + 16 * 4 + 2 * (LABEL_HEIGHT + GAP)
+    assert side_by_side([{"LR": lr, "a": image}], scale=4, crop=None).shape[-2] == 96 + LABEL_HEIGHT + GAP

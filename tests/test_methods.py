@@ -66,13 +66,13 @@ def natsr(root: Path) -> tuple[dict, int]:
 
 def esrgan(root: Path) -> tuple[dict, int]:
     return {"generator": {"scale": 4, "num_feat": 8, "num_block": 1, "num_grow_ch": 4},
-            "discriminator": {"num_feat": 4, "input_size": 128}, "perceptual_layers": {"conv1_2": 1.0},
+            "discriminator": {"num_feat": 4, "input_size": 128}, "perceptual_layers": {"conv1_1": 1.0},
             "phases": {"pretrain": {**two(G), "ema_decay": 0.9}, "gan": {**two(G, "image"), "ema_decay": 0.9}}}, 128
 
 
 def fxsr(root: Path) -> tuple[dict, int]:
     return {"generator": {"scale": 4, "num_feat": 8, "num_block": 1, "num_grow_ch": 4, "cond_feat": 4},
-            "discriminator": {"num_feat": 4, "input_size": 128}, "perceptual_layers": ["conv1_1", "conv1_2"],
+            "discriminator": {"num_feat": 4, "input_size": 128}, "perceptual_layers": ["conv1_1"],
             "t_sampling": "sample", "phases": {"gan": two(G, "image")}}, 128
 
 

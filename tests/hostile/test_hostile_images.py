@@ -53,12 +53,14 @@ def test_an_upscale_too_big_for_memory_is_refused_before_the_model_runs(monkeypa
     assert sr.shape == (1, 3, 64, 64)
 
 
-def test_sigterm_during_a_write_removes_the_temporary_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_sigint_during_a_write_removes_the_temporary_file(tmp_path: Path, signum: int) -> None:
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt
             with atomic_output(tmp_path / "out.png") as temp:
                 temp.write_bytes(b"half an image")
                 os.write(ready_w, b"x")
@@ -67,9 +69,9 @@ def test_sigterm_during_a_write_removes_the_temporary_file(tmp_path: Path) -> No
             os._exit(1)
     os.read(ready_r, 1)
     assert len(list(tmp_path.glob(".out.png.*.tmp"))) == 1
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signum)
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == -signal.SIGTERM
+    assert os.waitstatus_to_exitcode(status) == (-signal.SIGTERM if signum == signal.SIGTERM else 1)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -120,7 +122,7 @@ def test_a_full_disk_while_saving_a_release_leaves_nothing(tmp_path: Path, monke
     spec = ARCHS["msrresnet"]
     config = spec.tiny(4)
     state = spec.module(config).state_dict()
-    monkeypatch.setattr(release, "save_file", lambda tensors, filename, metadata=None: full_disk(None, filename))
+    monkeypatch.setattr(release, "save_safetensors", lambda tensors, path, metadata=None: full_disk(None, path))
     with pytest.raises(OSError, match="No space left on device"):
         save_release(tmp_path / "model.safetensors", arch="msrresnet", config=config, state_dict=state)
     assert list(tmp_path.iterdir()) == []

@@ -80,8 +80,7 @@ def test_a_kill_during_the_old_best_swap_keeps_best(tmp_path: Path) -> None:
     legacy.mkdir()
     for name in (META, "weights.safetensors", OPTIM):
         (legacy / name).write_bytes((source / name).read_bytes())
-    with pytest.raises(CheckpointError, match="no best"):
-        find(run, BEST)
+    assert find(run, BEST) == legacy  # export works even before a training process repairs it
     recover(run)
     assert find(run, BEST) == root / BEST
 

@@ -31,7 +31,7 @@ from perceptsr.engine.train import Trainer
 SEED = 20261202
 ATTEMPTS = 12
 HOOKED = [(os, "replace"), (os, "fsync"), (os, "mkdir"), (os, "unlink"), (os, "rmdir"), (shutil, "rmtree"),
-          (torch, "save"), (checkpoint, "save_file")]
+          (torch, "save"), (checkpoint, "save_safetensors")]
 
 
 def _arm(kill_at: int, after: bool) -> None:

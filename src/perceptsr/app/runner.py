@@ -21,7 +21,7 @@ from torch import Tensor
 
 from perceptsr.conditions.seg import SEG_MODEL_ENV, segment_lr
 from perceptsr.data.resize import imresize
-from perceptsr.errors import InputError, PerceptsrError
+from perceptsr.errors import InputError
 from perceptsr.inference.fast import FastModel
 from perceptsr.inference.upscale import DEFAULT_OVERLAP, RunOptions, load_prepared, upscale_image
 from perceptsr.io.images import LoadedImage, read_image, write_image
@@ -31,7 +31,7 @@ SEG_ARCH = "outdoorsceneseg"
 APP_TILE = 256  # LR tile size when none is given: big images then report progress tile by tile
 
 
-class Cancelled(PerceptsrError):
+class CancelledError(Exception):
     """The user pressed Cancel during a run."""
 
 
@@ -102,7 +102,7 @@ _cancel = threading.local()
 def _check_cancel(module: torch.nn.Module, args: tuple) -> None:
     event = getattr(_cancel, "event", None)
     if event is not None and event.is_set():
-        raise Cancelled("cancelled")
+        raise CancelledError("cancelled")
 
 
 @functools.lru_cache(maxsize=2)
@@ -172,11 +172,12 @@ def bicubic(image: LoadedImage, scale: int) -> Tensor:
     return imresize(image.rgb, scale)
 
 
-def save_result(folder: Path, image: LoadedImage, sr: Tensor, alpha: Tensor | None, label: str) -> Path:
-    """The result as a PNG in `folder`: 16-bit when the input was, keeping alpha and grayscale."""
+def save_result(folder: Path, image: LoadedImage, sr: Tensor, alpha: Tensor | None, label: str, number: int) -> Path:
+    """The result as `<stem>_<model>_<number>.png` in `folder`: 16-bit when the input was, keeping alpha and
+    grayscale. The run number keeps every download of a session apart."""
     stem = Path(image.path).stem or "image"
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-    path = folder / f"{stem}_{safe}.png"
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(label).stem)
+    path = folder / f"{stem}_{safe}_{number}.png"
     write_image(path, sr, alpha=alpha, grayscale=image.grayscale, bit_depth=16 if image.bit_depth == 16 else 8,
                 overwrite=True)
     return path

@@ -8,6 +8,7 @@ tile progress, and `Cancel` stops a run before its next tile. Errors a user can 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -22,7 +23,7 @@ import torch
 from perceptsr.app import paint, runner
 from perceptsr.app.runner import Catalog
 from perceptsr.conditions.tmap import DEFAULT_T
-from perceptsr.errors import PerceptsrError
+from perceptsr.errors import InputError, PerceptsrError
 from perceptsr.inference.upscale import RunOptions
 from perceptsr.io.images import SUPPORTED_SUFFIXES
 
@@ -72,6 +73,7 @@ class App:
         self.cancel: dict[str, threading.Event] = {}
         self.segs: OrderedDict[tuple[str, str], np.ndarray | None] = OrderedDict()
         self.lock = threading.Lock()
+        self.runs = itertools.count(1)
 
     # ---- loading ----
 
@@ -125,7 +127,6 @@ class App:
 
     def on_paint(self, editor: dict | None, t: float) -> np.ndarray | None:
         """The t map as an overlay on the picture, whenever the brush or the global t changes."""
-        import sys; print("on_paint", None if not editor else {k: (None if v is None else [getattr(x, "shape", None) for x in v] if isinstance(v, list) else v.shape) for k, v in editor.items()}, t, file=sys.stderr)
         if not editor or editor.get("background") is None:
             return None
         background = np.asarray(editor["background"])[..., :3]
@@ -148,8 +149,8 @@ class App:
             sr, alpha = runner.run_model(model, image, conditions, self.settings.run, cancel=event)
             folder = self.settings.work_dir / "results" / (request.session_hash or "local")
             folder.mkdir(parents=True, exist_ok=True)
-            path = runner.save_result(folder, image, sr, alpha, label)
-        except runner.Cancelled:
+            path = runner.save_result(folder, image, sr, alpha, label, next(self.runs))
+        except runner.CancelledError:
             return gr.update(), gr.update(), "cancelled"
         except PerceptsrError as error:
             return gr.update(), gr.update(), status_error(error_text(error, upload))
@@ -171,7 +172,7 @@ class App:
         if kind == "seg":
             probs = self._segmentation(upload, image)
             if probs is None:
-                raise PerceptsrError(NO_SEG)
+                raise InputError(NO_SEG)
             probs = paint.repaint_seg(probs, (seg_editor or {}).get("layers") or [])
             return {"seg": torch.from_numpy(probs)}
         return {}
@@ -238,7 +239,7 @@ def build(settings: Settings) -> gr.Blocks:
         image_outputs = [t_editor, t_group, seg_editor, seg_group, seg_note, status, t_overlay, compare]
         for trigger in (upload.change, model.change):
             trigger(app.on_image, inputs=[model, upload, t], outputs=image_outputs, api_visibility="undocumented")
-        for trigger in (t_editor.change, t_editor.input, t_editor.apply, t.release):
+        for trigger in (t_editor.input, t_editor.apply, t.release):  # input/apply: each stroke, and its end
             trigger(app.on_paint, inputs=[t_editor, t], outputs=[t_overlay], concurrency_limit=None,
                     show_progress="hidden", trigger_mode="always_last",
                     api_visibility="undocumented")

@@ -83,12 +83,14 @@ CONDITION_FLAGS = {"t": "--t / --t-map apply only to FxSR models", "t_map": "--t
 
 
 def cmd_upscale(*, inputs: list[Path], output: Path, model: ModelSpec, scale: int | None, run: RunOptions,
-                max_pixels: int, overwrite: bool = False, quiet: bool = False) -> int:
+                max_pixels: int, overwrite: bool = False, quiet: bool = False, png_level: int | None = None) -> int:
+    """The model is prepared once; decoding the next input and writing the previous output overlap the forward
+    (inference.upscale.upscale_files)."""
     from tqdm import tqdm
 
     from perceptsr.conditions import build_conditions, unused_flags
-    from perceptsr.inference.upscale import upscale_image
-    from perceptsr.io.images import list_images, read_image, write_image
+    from perceptsr.inference.upscale import DEFAULT_PNG_LEVEL, upscale_files
+    from perceptsr.io.images import list_images
 
     files = list_images(inputs)
     outputs = image_outputs(files, output, overwrite)
@@ -96,12 +98,12 @@ def cmd_upscale(*, inputs: list[Path], output: Path, model: ModelSpec, scale: in
     unused = unused_flags(network, model)
     if unused:
         raise InputError(CONDITION_FLAGS[unused[0]])
-    for path, out in tqdm(list(zip(files, outputs, strict=True)), disable=quiet or len(files) < 2, unit="img"):
-        image = read_image(path, max_pixels=max_pixels)
-        conditions = build_conditions(network, image.rgb, model.options, stem=path.stem)
-        sr, alpha = upscale_image(network, image, tile=run.tile, overlap=run.tile_overlap, device=device,
-                                  conditions=conditions, precision=run.precision)
-        write_image(out, sr, alpha=alpha, grayscale=image.grayscale, bit_depth=image.bit_depth, overwrite=overwrite)
+    with tqdm(total=len(files), disable=quiet or len(files) < 2, unit="img") as bar:
+        upscale_files(network, list(zip(files, outputs, strict=True)), run=run, device=device,
+                      conditions_for=lambda path, image: build_conditions(network, image.rgb, model.options,
+                                                                          stem=path.stem),
+                      max_pixels=max_pixels, overwrite=overwrite, progress=not quiet,
+                      png_level=DEFAULT_PNG_LEVEL if png_level is None else png_level, done=bar.update)
     if not quiet:
         note(f"wrote {len(outputs)} image(s) to {output}")
     return 0

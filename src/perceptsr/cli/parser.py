@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from perceptsr.cli.messages import PREFIX, one_line
-from perceptsr.inference.upscale import DEFAULT_OVERLAP
+from perceptsr.inference.upscale import DEFAULT_OVERLAP, DEFAULT_PNG_LEVEL
 from perceptsr.io.images import DEFAULT_MAX_PIXELS
 
 PROG = PREFIX
@@ -235,7 +235,7 @@ def measuring(name: str) -> Callable[..., int]:
 def bind_upscale(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
     return commands_module().cmd_upscale, dict(
         inputs=a.inputs, output=a.output, model=model_specs(a, [a.model])[0], scale=a.scale, run=run_options(a),
-        max_pixels=a.max_pixels, overwrite=a.overwrite, quiet=a.quiet)
+        max_pixels=a.max_pixels, overwrite=a.overwrite, quiet=a.quiet, png_level=a.png_level)
 
 
 def bind_degrade(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
@@ -339,6 +339,9 @@ def build_parser() -> Parser:
     add_scale(p, required=False, help_text="upscaling factor (bicubic's factor; checked against any other model's)")
     add_conditions(p)
     add_run_options(p, compile=True)
+    p.add_argument("--png-level", type=int, choices=range(10), default=DEFAULT_PNG_LEVEL, metavar="0-9",
+                   help=f"zlib level of PNG outputs: 0 fastest and largest, 9 smallest and slowest (default "
+                   f"{DEFAULT_PNG_LEVEL})")
     add_max_pixels(p)
     add_overwrite(p)
     add_quiet(p)

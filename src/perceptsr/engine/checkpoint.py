@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from perceptsr.errors import CheckpointError
-from perceptsr.io.arrays import check_zip
+from perceptsr.io.arrays import check_zip, save_safetensors
 
 WEIGHTS = "weights.safetensors"
 OPTIM = "optim.pt"
@@ -64,7 +64,7 @@ def save_checkpoint(
     tmp = root / f".{step:08d}.{secrets.token_hex(4)}.tmp"
     tmp.mkdir()
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS))
+        save_safetensors({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp / WEIGHTS)
         torch.save(state, tmp / OPTIM)
         (tmp / META).write_text(json.dumps({**finite_json(meta), "step": step}, indent=2, allow_nan=False))
         for name in FILES:
@@ -167,9 +167,9 @@ def find(run_dir: Path, which: str = "latest") -> Path:
         step = best_step(run_dir)
         if step is not None and is_complete(path := checkpoint_dir(run_dir) / f"{step:08d}"):
             return path
-        legacy = checkpoint_dir(run_dir) / BEST  # runs written before the pointer file
-        if (legacy / META).is_file():
-            return legacy
+        for legacy in (BEST, ".best.old"):  # runs written before the pointer file (.best.old: a swap was cut)
+            if is_complete(checkpoint_dir(run_dir) / legacy):
+                return checkpoint_dir(run_dir) / legacy
         raise CheckpointError(f"{run_dir} has no best checkpoint (validation never ran)")
     if which.isdigit():
         path = checkpoint_dir(run_dir) / f"{int(which):08d}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,21 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
+def _unmerge(cls: type, default: Any, merged: dict, given: dict) -> None:
+    """Undo the defaults overlay where it would mix two values: a free mapping the user wrote (layer weights:
+    `{conv1_1: 1}` means that layer alone, not the default's plus it) and a nested config whose type another key
+    picks (SRGAN's generator by `arch`: the other type's defaults do not fit)."""
+    hints = typing.get_type_hints(cls)
+    for key, value in given.items():
+        hint = hints.get(key)
+        if typing.get_origin(hint) is dict and not dataclasses.is_dataclass(typing.get_args(hint)[1]):
+            merged[key] = copy.deepcopy(value)
+    chooser = getattr(cls, "field_types", None)
+    for key, chosen in (chooser(merged) if chooser is not None else {}).items():
+        if not isinstance(getattr(default, key), chosen):
+            merged[key] = copy.deepcopy(given.get(key) or {})
+
+
 def parse_train_config(data: dict, overrides: Sequence[str] = (), *, for_training: bool = True) -> TrainConfig:
     """Defaults of the named method, overlaid with `data`, then with `--set` overrides; strictly checked.
 
@@ -87,14 +103,8 @@ def parse_train_config(data: dict, overrides: Sequence[str] = (), *, for_trainin
     default_model = spec.config()
     defaults = to_dict(TrainConfig(method=method, model=default_model))
     merged = _merge(defaults, data)
-    chooser = getattr(spec.config, "field_types", None)
-    if chooser is not None and isinstance(merged.get("model"), dict):
-        # A nested config whose type another key picks (SRGAN's generator by `arch`) takes no defaults of
-        # another type: only what the user wrote, the rest from its own dataclass.
-        given = data.get("model") if isinstance(data.get("model"), dict) else {}
-        for key, chosen in chooser(merged["model"]).items():
-            if not isinstance(getattr(default_model, key), chosen):
-                merged["model"][key] = copy.deepcopy(given.get(key) or {})
+    if isinstance(merged.get("model"), dict) and isinstance(data.get("model"), dict):
+        _unmerge(spec.config, default_model, merged["model"], data["model"])
     model = from_dict(spec.config, merged.pop("model"), "model")
     config = from_dict(TrainConfig, merged, "config")
     check_mechanics(spec.module, model)

@@ -51,12 +51,18 @@ class Settings:
     tiling_tile: int  # LR pixels, as benchmarks/tiling.py (auto_tile_size picks ~1000 with 20 GB free: ~12 GB RSS)
     tiling_overlap: int  # LR pixels (the inference default for real models)
     tiny: bool  # tiny arch configs (spec.tiny) instead of the defaults
+    e2e_size: int  # side of the end-to-end images (LR)
+    e2e_tile: int | None  # None: upscale's own choice
+    e2e_overlap: int | None  # None: upscale's default
+    train_steps: int  # measured training steps per variant (after TRAIN_WARMUP)
 
 
 FULL = Settings(roofline_size=256, sides=(128, 96, 64, 48, 32, 24, 16), budget_s=4.0, rounds=3, tiling_size=2000,
-                tiling_tile=512, tiling_overlap=32, tiny=False)
+                tiling_tile=512, tiling_overlap=32, tiny=False, e2e_size=1000, e2e_tile=None, e2e_overlap=None,
+                train_steps=6)
 QUICK = Settings(roofline_size=48, sides=(16,), budget_s=1.0, rounds=1, tiling_size=128, tiling_tile=96,
-                 tiling_overlap=16, tiny=True)
+                 tiling_overlap=16, tiny=True, e2e_size=40, e2e_tile=24, e2e_overlap=4, train_steps=2)
+E2E_IMAGES = 8
 CROP = 400  # LR side of the untiled reference crop in the tiling check
 # The roofline conv runs this many times back to back per timing: a lone bf16 call right after a model's forward
 # starts cold (AMX state, caches) and times slower than calls in a row.
@@ -225,6 +231,68 @@ def child_tiling(size: int, tile: int, overlap: int, tiny: bool) -> dict:
             "max_tile_diff": float(difference), "model": label, "precision": fast.precision, "tile": tile,
             "overlap": overlap, "seconds": round(seconds, 1), "output_mb": round(sr.numel() * 4 / 2**20, 1),
             "check": f"untiled on the central {crop}x{crop} LR crop (+{context} px context)"}
+
+
+def photo_like(height: int, width: int, seed: int) -> Tensor:
+    """A synthetic photo (1,3,h,w) in [0,1]: smooth colour gradients, mid-scale shapes and fine texture noise, so
+    PNG coding and the model see photo-like statistics rather than pure noise (which no codec compresses)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def field(cells: int) -> Tensor:
+        coarse = torch.rand(1, 3, max(2, height // cells), max(2, width // cells), generator=generator)
+        return F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+
+    texture = torch.randn(1, 1, height, width, generator=generator) * torch.rand(1, 3, 1, 1, generator=generator)
+    return (0.65 * field(256) + 0.25 * field(24) + 0.1 * field(4) + 0.02 * texture).clamp(0, 1)
+
+
+def end_to_end(settings: Settings, *, model_name: str | None = None) -> dict:
+    """`perceptsr upscale` (the command's function, as the CLI calls it) of a folder of E2E_IMAGES photo-like PNGs
+    with the default model at precision auto, against the forward time of the same output pixels at the rate of
+    one tile forward (the tile size upscale picks for these images), timed before and after the folder run."""
+    import tempfile
+
+    from perceptsr.cli.commands import cmd_upscale
+    from perceptsr.conditions import parse_model_spec
+    from perceptsr.inference.tile import _spans
+    from perceptsr.inference.upscale import DEFAULT_OVERLAP, RunOptions, load_prepared, tile_plan
+    from perceptsr.io.images import write_image
+    from perceptsr.zoo.models import default_model
+
+    name = model_name or default_model()
+    size = settings.e2e_size
+    run = RunOptions(precision="auto", tile=settings.e2e_tile, tile_overlap=settings.e2e_overlap or DEFAULT_OVERLAP)
+    model, _ = load_prepared(name, scale=4, run=run)
+    tile, batch = tile_plan(model, size, size, tile=run.tile, overlap=run.tile_overlap)
+    side = tile or size
+    batch = min(batch, len(_spans(size, tile, run.tile_overlap)) ** 2)  # the tiles one forward gets here
+    one_tile = photo_like(side, side, seed=100).expand(batch, -1, -1, -1).contiguous()
+    model(one_tile)  # warm-up, and settles precision auto
+
+    def tile_rate() -> float:
+        """Output MP/s of one tiled forward, best of `rounds`."""
+        times = best_time({"tile": lambda: model(one_tile)}, settings.rounds)
+        return batch * side * side * model.scale**2 / times["tile"] / 1e6
+
+    with tempfile.TemporaryDirectory(prefix="perceptsr-bench-") as folder:
+        inputs, outputs = Path(folder) / "in", Path(folder) / "out"
+        inputs.mkdir()
+        for index in range(E2E_IMAGES):
+            write_image(inputs / f"photo{index}.png", photo_like(size, size, seed=index))
+        rate = tile_rate()
+        start = time.perf_counter()
+        cmd_upscale(inputs=[inputs], output=outputs, model=parse_model_spec(name), scale=4, run=run,
+                    max_pixels=10**9, quiet=True)
+        seconds = time.perf_counter() - start
+        rate = max(rate, tile_rate())
+        written = sorted(outputs.iterdir())
+    megapixels = E2E_IMAGES * size * size * model.scale**2 / 1e6
+    forward = megapixels / rate
+    return {"images": len(written), "megapixels_out": _round(megapixels), "seconds": _round(seconds),
+            "images_per_s": _round(len(written) / seconds), "forward_seconds": _round(forward),
+            "fraction_of_forward": _round(forward / seconds),
+            "model": name, "precision": model.precision, "input": f"{size}x{size}", "tile": side,
+            "tiles_per_forward": batch, "overlap": run.tile_overlap, "tile_rate_mp_per_s": _round(rate)}
 
 
 def spawn(jobs: list[dict]) -> list[dict]:

@@ -30,7 +30,10 @@ import hashlib
 import importlib
 import io
 import json
+import os
 import re
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -170,20 +173,40 @@ def _naming_failures(network: nn.Module, arch: str):
     for name, module in network.named_modules():
         handles.append(module.register_forward_pre_hook(lambda *_, n=name: stack.append(n)))
         handles.append(module.register_forward_hook(leave))
-    printed = io.StringIO()
+    printed: list[str] = []
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
+        with warnings.catch_warnings(), _stdout_captured(printed):
             warnings.simplefilter("ignore")  # TracerWarnings on shape checks, the legacy exporter's deprecation
             yield
     except Exception as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        layer = next((n for n in reversed(stack) if n), None) or _scope_of(printed.getvalue(), message)
+        layer = next((n for n in reversed(stack) if n), None) or _scope_of("".join(printed), message)
         kind = dict(network.named_modules()).get(layer or "")
         where = f"layer {layer}" + (f" ({type(kind).__name__})" if kind is not None else "") if layer else "the network"
         raise InputError(f"cannot export {arch} to ONNX: {where}: {message}") from None
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def _stdout_captured(into: list[str]):
+    """Standard output, at the file-descriptor level, appended to `into` instead of printed: the exporter's C++
+    side prints the whole graph there when a conversion fails."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()) as text:
+                yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            sink.seek(0)
+            into.append(sink.read().decode(errors="replace"))
+            into.append(text.getvalue())
 
 
 def _scope_of(graph: str, message: str) -> str | None:

@@ -34,11 +34,13 @@ FALLBACK_TILE = 256
 _LIVE_MAPS = 4
 _MEMORY_SHARE = 0.25
 _TILE_RANGE = (64, 2048)
+PROGRESS_TILES = 4  # more tiles than this: the bar shows at once (a long image); fewer: only after the delay
+PROGRESS_DELAY_S = 2.0
 
 
 def tiled_forward(model: Callable[..., Tensor], lr: Tensor, *, scale: int, tile: int | None, overlap: int,
                   conditions: Mapping[str, Tensor] | None = None, out: Tensor | None = None,
-                  progress: bool = False, device: torch.device | str | None = None) -> Tensor:
+                  progress: bool = False, device: torch.device | str | None = None, batch: int = 1) -> Tensor:
     """Upscale lr (N,3,h,w) by `scale` with `model(lr_tile, **condition_tiles)`, tile by tile.
 
     Each condition is (N,C,k*h,k*w) for an integer k >= 1 (k=1: LR-size like FxSR's t, k=scale: HR-size
@@ -46,36 +48,45 @@ def tiled_forward(model: Callable[..., Tensor], lr: Tensor, *, scale: int, tile:
     tensor, like FxSR's t = 0.5) goes to every tile as it is. tile=None or tile >= the image:
     one call. Tiles go to `device` (default lr.device); the result (N,C,scale*h,scale*w) float32 is on the
     CPU, or is `out` when given (it is overwritten). Runs under torch.inference_mode().
+
+    batch: tiles per model call (all tiles have one size, so they stack along N); each call gets
+    batch * N images. progress: a tqdm bar by tiles on stderr, shown at once for more than PROGRESS_TILES
+    tiles, else only once PROGRESS_DELAY_S have passed.
     """
     if lr.dim() != 4:
         raise ValueError(f"tiled_forward needs lr of shape (N,3,h,w), got {tuple(lr.shape)}")
     _check_tiling(tile, overlap, scale)
-    batch, _, height, width = lr.shape
+    batch_size, _, height, width = lr.shape
     device = torch.device(device) if device is not None else lr.device
     conditions = dict(conditions or {})
     factors = {name: _condition_factor(name, value, lr) for name, value in conditions.items()
                if isinstance(value, Tensor) and value.dim() > 0}
     rows, row_weights = _layout(height, tile, overlap, scale)
     cols, col_weights = _layout(width, tile, overlap, scale)
-    bar = tqdm(total=len(rows) * len(cols), disable=not progress, unit="tile", desc="tiles", leave=False)
-    started = False
+    places = [(y, wy, x, wx) for y, wy in zip(rows, row_weights, strict=True)
+              for x, wx in zip(cols, col_weights, strict=True)]
+    batch = max(1, batch)
+    bar = tqdm(total=len(places), disable=not progress or len(places) < 2, unit="tile", desc="tiles", leave=False,
+               delay=0 if len(places) > PROGRESS_TILES else PROGRESS_DELAY_S)
     with torch.inference_mode(), bar:
-        for (y0, y1), wy in zip(rows, row_weights, strict=True):
-            for (x0, x1), wx in zip(cols, col_weights, strict=True):
-                lr_tile = lr[:, :, y0:y1, x0:x1].to(device)
-                cond_tiles = {name: value[:, :, y0 * factors[name]:y1 * factors[name],
-                                          x0 * factors[name]:x1 * factors[name]].to(device)
-                              if name in factors else value for name, value in conditions.items()}
-                sr = model(lr_tile, **cond_tiles)
-                expected = (batch, (y1 - y0) * scale, (x1 - x0) * scale)
-                if sr.dim() != 4 or (sr.shape[0], *sr.shape[2:]) != expected:
-                    raise InputError(f"the model returned {tuple(sr.shape)} for a {y1 - y0}x{x1 - x0} tile, "
-                                     f"not x{scale}: is --scale right for this model?")
-                if not started:
-                    out = _prepare_out(out, (batch, sr.shape[1], height * scale, width * scale))
-                    started = True
-                _accumulate(out, sr, y0 * scale, wy, x0 * scale, wx)
-                bar.update()
+        for first in range(0, len(places), batch):
+            group = places[first:first + batch]
+            lr_tiles = torch.cat([lr[:, :, y0:y1, x0:x1] for (y0, y1), _, (x0, x1), _ in group]).to(device)
+            cond_tiles = {name: torch.cat([value[:, :, y0 * factors[name]:y1 * factors[name],
+                                                 x0 * factors[name]:x1 * factors[name]]
+                                           for (y0, y1), _, (x0, x1), _ in group]).to(device)
+                          if name in factors else value for name, value in conditions.items()}
+            sr = model(lr_tiles, **cond_tiles)
+            (y0, y1), _, (x0, x1), _ = group[0]
+            expected = (batch_size * len(group), (y1 - y0) * scale, (x1 - x0) * scale)
+            if sr.dim() != 4 or (sr.shape[0], *sr.shape[2:]) != expected:
+                raise InputError(f"the model returned {tuple(sr.shape)} for a {y1 - y0}x{x1 - x0} tile, "
+                                 f"not x{scale}: is --scale right for this model?")
+            if first == 0:
+                out = _prepare_out(out, (batch_size, sr.shape[1], height * scale, width * scale))
+            for index, ((y0, _), wy, (x0, _), wx) in enumerate(group):
+                _accumulate(out, sr[index * batch_size:(index + 1) * batch_size], y0 * scale, wy, x0 * scale, wx)
+            bar.update(len(group))
     return out
 
 
@@ -160,6 +171,33 @@ def _accumulate(out: Tensor, sr: Tensor, top: int, wy: Tensor, left: int, wx: Te
     weight = wy[y0:y1, None] * wx[None, x0:x1]
     sr = sr[:, :, y0:y1, x0:x1].to(out.device, torch.float32)
     out[:, :, top + y0:top + y1, left + x0:left + x1].addcmul_(sr, weight.to(out.device))
+
+
+def choose_tile(height: int, width: int, overlap: int, limit: int) -> int | None:
+    """The tile side (<= limit) that computes the fewest pixels for a height x width image; None when the
+    whole image fits in one tile.
+
+    Neighbouring tiles share 2*overlap + ramp pixels, computed twice; how many pixels that wastes depends on how
+    the tile count divides the image, so every side is tried (a 1000-pixel axis with overlap 16 and limit 384
+    gets 3 tiles of 366, not 3 of 384 or 4 of 288).
+    """
+    if height <= limit and width <= limit:
+        return None
+    lowest = min(limit, max(_TILE_RANGE[0], 2 * overlap + 8))
+    best, best_cost = limit, math.inf
+    for side in range(lowest, limit + 1):
+        cost = _computed(height, side, overlap) * _computed(width, side, overlap)
+        if cost < best_cost:
+            best, best_cost = side, cost
+    return best
+
+
+def _computed(length: int, tile: int, overlap: int) -> int:
+    """Pixels computed along one axis: tile count x tile length (the count _spans makes)."""
+    if length <= tile:
+        return length
+    stride = tile - 2 * overlap - _ramp(tile, overlap)
+    return (math.ceil((length - tile) / stride) + 1) * tile
 
 
 def auto_tile_size(model_channels: int, scale: int, *, available_bytes: int | None = None) -> int:

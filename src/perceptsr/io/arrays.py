@@ -11,6 +11,8 @@ CheckpointError (callers re-raise it as their own kind where the file is an inpu
 
 from __future__ import annotations
 
+import os
+import re
 import zipfile
 from pathlib import Path
 from typing import IO
@@ -118,3 +120,22 @@ def _check_claim(what: str, shape: tuple[int, ...], dtype: np.dtype, nbytes: int
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file`, with its I/O failures raised as the OSError they are (ENOSPC, EACCES, ...).
+
+    safetensors reports a full disk as `SafetensorError("... I/O error: No space left on device (os error 28)")`;
+    callers and the CLI handle OSError, so the errno is recovered from the message.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as error:
+        found = re.search(r"os error (\d+)", str(error))
+        if found:
+            number = int(found.group(1))
+            raise OSError(number, os.strerror(number), str(path)) from None
+        raise

@@ -242,8 +242,9 @@ def _decode_png16_color(im: Image.Image, path: Path, rawmode: str) -> np.ndarray
 
 
 def write_image(path: str | Path, rgb: Tensor, *, alpha: Tensor | None = None, grayscale: bool = False,
-                bit_depth: int = 8, overwrite: bool = False) -> None:
+                bit_depth: int = 8, overwrite: bool = False, png_level: int | None = None) -> None:
     """Write rgb (1,3,H,W) or (3,H,W), any range (clamped to [0,1]), atomically; the suffix picks the format.
+    png_level: zlib level 0-9 of a PNG (default: Pillow's 6).
 
     grayscale=True writes one channel, the BT.601 luma (LUMA_WEIGHTS). alpha (1,1,H,W) must already be at the
     output size. bit_depth 16 is PNG only. An existing file is an InputError unless overwrite=True.
@@ -267,12 +268,13 @@ def write_image(path: str | Path, rgb: Tensor, *, alpha: Tensor | None = None, g
         try:
             if bit_depth == 16:
                 with open(temp, "wb") as file:
-                    write_png16(file, samples)
+                    write_png16(file, samples, level=6 if png_level is None else png_level)
             else:
                 image = Image.fromarray(samples.squeeze(-1) if samples.shape[-1] == 1 else samples)
                 if image.mode == "LA" and fmt != "PNG":
                     image = image.convert("RGBA")
-                image.save(temp, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+                level = {"compress_level": png_level} if fmt == "PNG" and png_level is not None else {}
+                image.save(temp, format=fmt, **_SAVE_OPTIONS.get(fmt, {}), **level)
         except OSError as error:
             raise InputError(f"cannot write {path}: {error}") from error
 
@@ -296,11 +298,13 @@ def _to_samples(rgb: Tensor, alpha: Tensor | None, grayscale: bool, bit_depth: i
                              f"{tuple(channels.shape[-2:])}")
         channels = torch.cat([channels, alpha])
     top = 255 if bit_depth == 8 else 65535
-    scaled = (channels.clamp(0, 1) * top).round().permute(1, 2, 0).numpy()
-    return np.ascontiguousarray(scaled.astype(np.uint8 if bit_depth == 8 else np.uint16))
+    scaled = channels.clamp(0, 1).mul_(top).round_().permute(1, 2, 0)  # one image-sized float copy, not three
+    if bit_depth == 8:
+        return scaled.to(torch.uint8).contiguous().numpy()
+    return np.ascontiguousarray(scaled.numpy().astype(np.uint16))
 
 
-def write_png16(file: BinaryIO, samples: np.ndarray) -> None:
+def write_png16(file: BinaryIO, samples: np.ndarray, *, level: int = 6) -> None:
     """Encode uint16 (H,W,C) samples, C in 1..4, as a 16-bit PNG (Pillow cannot write 16-bit RGB(A) or LA).
 
     Rows are written unfiltered and compressed in bands, so memory stays at one band of rows.
@@ -314,7 +318,7 @@ def write_png16(file: BinaryIO, samples: np.ndarray) -> None:
 
     file.write(b"\x89PNG\r\n\x1a\n")
     chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0))
-    compressor = zlib.compressobj(6)
+    compressor = zlib.compressobj(level)
     band = max(1, (1 << 22) // max(1, width * channels * 2))
     for top in range(0, height, band):
         rows = samples[top:top + band].astype(">u2").reshape(-1, width * channels).view(np.uint8)

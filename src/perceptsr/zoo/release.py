@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from perceptsr.config import from_dict, to_dict
 from perceptsr.errors import CheckpointError, ConfigError, describe_mismatch
+from perceptsr.io.arrays import save_safetensors
 from perceptsr.io.images import atomic_output
 
 FORMAT = "perceptsr-release"
@@ -66,7 +67,7 @@ def save_release(
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     with atomic_output(Path(path), overwrite=overwrite) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_safetensors(tensors, tmp, metadata=metadata)
 
 
 def read_release(path: str | Path) -> Release:
