@@ -387,7 +387,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.
         raise RuntimeError("disk on fire")
 
     if bit_depth == 16:
-        monkeypatch.setattr(pio, "write_png16", lambda file, samples: broken_encoder(None, file))
+        monkeypatch.setattr(pio, "write_png16", lambda file, samples, **options: broken_encoder(None, file))
     else:
         monkeypatch.setattr(Image.Image, "save", broken_encoder)
     with pytest.raises(RuntimeError, match="disk on fire"):

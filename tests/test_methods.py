@@ -229,3 +229,14 @@ def test_every_shipped_config_parses_into_typed_dataclasses(path: Path) -> None:
     for name in ("generator", "discriminator", "image_discriminator", "feature_discriminator", "nmd"):
         value = getattr(config.model, name, None)
         assert value is None or dataclasses.is_dataclass(value), name
+
+
+def test_a_layer_mapping_replaces_the_defaults_and_arch_picks_the_generator_type() -> None:
+    from perceptsr.archs.srresnet import MSRResNetConfig
+
+    config = parse_train_config({"method": "srgan", "model": {"arch": "msrresnet", "generator": {"num_feat": 8},
+                                                              "content_layers": {"relu1_2": 1.0}}})
+    assert config.model.content_layers == {"relu1_2": 1.0}  # not the default relu5_4 as well
+    assert config.model.generator == MSRResNetConfig(num_feat=8)
+    with pytest.raises(ConfigError, match=r"model\.generator\.batch_norm"):
+        parse_train_config({"method": "srgan", "model": {"arch": "msrresnet", "generator": {"batch_norm": True}}})

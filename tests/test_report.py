@@ -94,7 +94,7 @@ def test_numbers_follow_the_protocol_and_the_cache_is_reused(setup: dict, monkey
     assert rgb["results"]["tiny"][rgb["models"][0]["id"]]["mean"]["psnr"] == ref.mean["psnr"]
     assert rgb["columns"][0]["header"] == "PSNR-RGB" and doc["columns"][0]["header"] == "PSNR-Y"
     images = doc["results"]["tiny"][smooth]["images"]
-    sr = read_image(out / "sr" / smooth / "tiny" / "im0.png").rgb
+    sr = read_image(out / "report_files" / "sr" / smooth / "tiny" / "im0.png").rgb
     lr = degrade(read_image(setup["data"] / "im0.png").rgb, 4)
     assert images["im0"]["lr_psnr"] == psnr(degrade(sr, 4), lr)  # the one LR-PSNR: SR downscaled, rounded to 8 bit
     assert 20 < images["im0"]["psnr"] < 60
@@ -124,7 +124,7 @@ def test_numbers_follow_the_protocol_and_the_cache_is_reused(setup: dict, monkey
     cropped, _ = run_report(models=models, data=[changed], out=out, protocol=Protocol(4, crop_border=0))
     assert cropped["results"]["tiny"][bic]["mean"]["psnr"] != doc["results"]["tiny"][bic]["mean"]["psnr"]
     # the cache's meta files are strict JSON
-    for meta in (out / "sr").rglob("*.json"):
+    for meta in (out / "report_files" / "sr").rglob("*.json"):
         strict_loads(meta.read_text())
 
 
@@ -198,7 +198,7 @@ def test_viewer_page_escapes_labels(setup: dict) -> None:
     start = page.index('id="report-data">') + len('id="report-data">')
     data = json.loads(page[start:page.index("</script>", start)])
     assert data["panels"][1]["label"] == "</script><b>x"
-    assert data["images"][0]["src"]["hr"] == "hr/tiny/im0.png"
+    assert data["images"][0]["src"]["hr"] == "report_files/hr/tiny/im0.png"
 
 
 def test_cli_lpips_unavailable_is_one_line(setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -227,8 +227,9 @@ def test_cli_end_to_end(setup: dict, tmp_path: Path) -> None:
     done = run_cli("report", "--data", setup["data"], "--scale", "4", "--no-lpips", "--quiet", "--device", "cpu",
                    "--model", "bicubic", "--model", setup["model"], "-o", out, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert {p.name for p in out.iterdir()} >= {"index.html", "results.md", "results.csv", "results.json",
-                                               "pd_niqe.png", "sr", "hr"}
+    assert {p.name for p in out.iterdir()} == {"index.html", "results.md", "results.csv", "results.json",
+                                               "pd_niqe.png", "report_files"}  # the caches in their own folder
+    assert {p.name for p in (out / "report_files").iterdir()} == {"sr", "hr"}
 
 
 def test_cli_bad_input_is_one_line_and_writes_no_results(setup: dict, tmp_path: Path,

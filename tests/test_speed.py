@@ -87,6 +87,18 @@ def test_bench_quick_json_follows_the_contract() -> None:
     assert tiling["input"] == "128x128" and tiling["scale"] == 4
     assert tiling["peak_rss_mb"] > 50
     assert 0 <= tiling["max_tile_diff"] < 1 / 255
+    end = result["end_to_end"]
+    assert set(end) >= {"images", "megapixels_out", "seconds", "images_per_s", "forward_seconds", "fraction_of_forward"}
+    assert end["images"] == 8 and all(isinstance(end[k], float) and end[k] > 0 for k in
+                                      ("megapixels_out", "seconds", "images_per_s", "forward_seconds"))
+    assert end["fraction_of_forward"] == pytest.approx(end["forward_seconds"] / end["seconds"], rel=1e-2)
+    assert set(result["training"]) == {"srgan", "esrgan"}
+    for method in result["training"].values():
+        assert set(method["its_per_s"]) == {"eager_fp32", "fast"}
+        assert all(isinstance(v, float) and v > 0 for v in method["its_per_s"].values())
+        assert method["speedup"] == pytest.approx(method["its_per_s"]["fast"] / method["its_per_s"]["eager_fp32"],
+                                                  rel=1e-2)
+        assert 0 <= method["loader_fraction"] < 1
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc setting is glibc's")

@@ -64,6 +64,23 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def crowded_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six panels with long labels: captions wrap to several lines in the grid's narrow columns."""
+    root = tmp_path_factory.mktemp("crowded")
+    data = write_dataset(root / "tiny_set")
+    model = bicubic_like_release(root / "smooth.safetensors")
+    labels = [f"MATLAB bicubic baseline - variant {i} of the same model" for i in (1, 2)]
+    labels += [f"a tiny nearly-bilinear release file - copy number {i}" for i in (1, 2, 3)]
+    specs = [parse_model_spec(f"{'bicubic' if i < 2 else model}:label={label}") for i, label in enumerate(labels)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run_report(models=specs, data=[data], protocol=Protocol(4), out=root / "report", run=RunOptions(device="cpu"),
+               lpips_note="weights not available offline in this test, so the column is left out", progress=False)
+    torch.set_num_threads(threads)
+    return root / "report" / "index.html"
+
+
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
     executable = find_chromium()
     if executable is None:
@@ -98,7 +115,7 @@ def test_page_is_self_contained_and_labelled(page: Chromium, report: Path) -> No
     html = report.read_text(encoding="utf-8")
     assert "http://" not in html and "https://" not in html  # no CDN, nothing fetched
     sources = page.evaluate(f"{GRID_IMAGES}.map(i => i.getAttribute('src'))")
-    assert sources[0] == "hr/tiny_set/im0.png"
+    assert sources[0] == "report_files/hr/tiny_set/im0.png"
     assert all(not s.startswith(("/", "file:")) for s in sources) and len(sources) == 3
     captions = page.evaluate("Array.from(document.querySelectorAll('#grid figcaption')).map(c => c.textContent)")
     assert captions[0].startswith("[1] HR") and "NIQE" in captions[0]
@@ -156,10 +173,11 @@ def test_keys_switch_images_and_models_at_a_fixed_zoom(page: Chromium) -> None:
     page.key("3")
     single = state(page)
     assert single["view"] == "single" and single["panel"] == 2
-    assert page.evaluate("document.querySelector('#single img').getAttribute('src')").startswith("sr/")
+    assert page.evaluate("document.querySelector('#single img').getAttribute('src')").startswith("report_files/sr/")
     page.key("ArrowUp")
     page.key("ArrowUp")
-    assert page.evaluate("document.querySelector('#single img').getAttribute('src')") == "hr/tiny_set/im0.png"
+    single_src = page.evaluate("document.querySelector('#single img').getAttribute('src')")
+    assert single_src == "report_files/hr/tiny_set/im0.png"
     assert state(page)["zoom"] == pytest.approx(zoomed["zoom"])
     assert page.evaluate("document.querySelector('#single figcaption').textContent").startswith("[1] HR")
 
@@ -171,7 +189,7 @@ def test_wipe_slider_moves_the_split_between_two_models(page: Chromium, tmp_path
     assert wipe["view"] == "wipe" and wipe["wipeA"] != wipe["wipeB"]
     top = page.evaluate("document.querySelector('#wipe .layer-a img').getAttribute('src')")
     bottom = page.evaluate("document.querySelector('#wipe .layer-b img').getAttribute('src')")
-    assert top != bottom and bottom == "hr/tiny_set/im0.png"
+    assert top != bottom and bottom == "report_files/hr/tiny_set/im0.png"
     slider = rect(page, "#wipe-slider")
     y = slider["y"] + slider["height"] / 2
     page.drag((slider["x"] + slider["width"] / 2, y), (slider["x"] + slider["width"] * 0.2, y), steps=4)
@@ -190,3 +208,60 @@ def test_wipe_slider_moves_the_split_between_two_models(page: Chromium, tmp_path
     assert len(transforms) == 2 and len(set(transforms)) == 1
     page.screenshot(tmp_path / "viewer_wipe.png")
     assert (tmp_path / "viewer_wipe.png").stat().st_size > 2000
+
+
+@pytest.mark.parametrize(("width", "height"), [(1400, 900), (1920, 1080)])
+def test_captions_lie_inside_the_window_in_every_view(browser: Chromium, crowded_report: Path, tmp_path: Path,
+                                                      width: int, height: int) -> None:
+    browser.send("Emulation.setDeviceMetricsOverride",
+                 {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        browser.open(crowded_report.as_uri())
+        browser.wait_for(LOADED)
+        for view in ("grid", "single", "wipe"):
+            browser.evaluate(f"perceptsrViewer.setView({view!r})")
+            browser.wait_for(LOADED)
+            boxes = json.loads(browser.evaluate(
+                f"JSON.stringify(Array.from(document.querySelectorAll('#{view} figcaption'))"
+                ".map(c => c.getBoundingClientRect()))"))
+            footer = rect(browser, "#help")
+            assert boxes, view
+            for box in boxes:  # whole caption in the window and above the footer
+                assert box["height"] > 10 and box["top"] >= 0 and box["left"] >= 0, (view, box)
+                assert box["bottom"] <= min(height, footer["top"]) + 0.5 and box["right"] <= width + 0.5, (view, box)
+            overflow = browser.evaluate("[document.documentElement.scrollHeight, document.documentElement.scrollWidth]")
+            assert overflow[0] <= height and overflow[1] <= width, (view, overflow)  # no page scrollbar
+            full = browser.evaluate(f"Array.from(document.querySelectorAll('#{view} figcaption'))"
+                                    ".every(c => c.scrollHeight <= c.clientHeight + 1)")
+            assert full, view  # nothing clipped inside the caption either
+            browser.screenshot(tmp_path / f"{view}_{width}x{height}.png")
+    finally:
+        browser.send("Emulation.setDeviceMetricsOverride",
+                     {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+
+
+def test_scores_view_has_a_mean_table_per_dataset(page: Chromium, report: Path) -> None:
+    page.key("t")
+    assert state(page)["view"] == "scores"
+    doc = json.loads((report.parent / "results.json").read_text())
+    tables = json.loads(page.evaluate(
+        "JSON.stringify(Array.from(document.querySelectorAll('table.means')).map(t => ({dataset: t.dataset.dataset, "
+        "head: Array.from(t.tHead.rows[0].cells).map(c => c.textContent), "
+        "rows: Array.from(t.tBodies[0].rows).map(r => Array.from(r.cells).map(c => c.innerHTML))})))"))
+    assert [t["dataset"] for t in tables] == [d["name"] for d in doc["datasets"]]
+    table = tables[0]
+    assert table["head"][0] == "model" and table["head"][1].startswith("PSNR-Y")
+    assert [row[0] for row in table["rows"]] == ["[2] bicubic", "[3] smooth"]
+    psnr = [doc["results"]["tiny_set"][m["id"]]["mean"]["psnr"] for m in doc["models"]]
+    best = max(range(2), key=lambda i: psnr[i])
+    assert table["rows"][best][1] == f"<b>{psnr[best]:.2f}</b>" and "<b>" not in table["rows"][1 - best][1]
+    protocol = page.evaluate("document.querySelector('#protocol').textContent")
+    assert protocol.startswith("Protocol: ") and "crop 4" in protocol
+    # the conventions are behind a toggle, and no longer repeated in the footer
+    assert page.evaluate("document.querySelector('#conventions').open") is False
+    assert "LR-PSNR" in page.evaluate("document.querySelector('#conventions ul').textContent")
+    footer = page.evaluate("document.querySelector('#help').textContent")
+    assert "Protocol" not in footer and "LR-PSNR" not in footer and "crop" not in footer
+    row = rect(page, "table.means tbody tr:nth-child(2)")
+    page.click(row["x"] + 5, row["y"] + 5)
+    assert state(page)["view"] == "single" and state(page)["panel"] == 2

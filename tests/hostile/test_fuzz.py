@@ -3,13 +3,18 @@
 Inputs are random bytes, truncations, bit flips and byte splices of small valid files made here. The property:
 a reader returns a result or raises a PerceptsrError with a one-line message, never another exception type. Size
 caps are kept small (a 64-kilopixel image limit), so a forged header can never make a case allocate much.
-Examples are derandomized (a fixed sequence), so a failure replays; `CASES` counts what ran, for the record.
+Each fuzz loop runs in a forked child whose address space may grow by 1 GiB only, so "never unbounded memory" is
+checked too. Examples are derandomized (a fixed sequence), so a failure replays; `CASES` counts what ran.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import resource
+import sys
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +28,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from perceptsr.archs import ARCHS
-from perceptsr.conditions.seg import read_probabilities
+from perceptsr.conditions.seg import read_mapping, read_probabilities
 from perceptsr.config import read_yaml
 from perceptsr.convert import read_checkpoint
 from perceptsr.engine.checkpoint import META, OPTIM, WEIGHTS, load_checkpoint, save_checkpoint
@@ -42,6 +47,40 @@ CASES: Counter = Counter()
 def report_counts() -> Iterator[None]:
     yield
     print(f"\nfuzz cases by reader: {dict(CASES)}; total {sum(CASES.values())}")  # noqa: T201 - the record
+
+
+MEMORY_HEADROOM = 1 << 30  # what one reader may add to the address space; a header bomb would exceed it
+
+
+def bounded(run: Callable[[], None]) -> None:
+    """Run the fuzz loop `run` in a forked child whose address space may grow by at most MEMORY_HEADROOM.
+
+    A reader that trusted a forged size would die there with MemoryError (not a PerceptsrError): the test fails.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            with open("/proc/self/statm") as handle:
+                size = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            resource.setrlimit(resource.RLIMIT_AS, (size + MEMORY_HEADROOM, resource.RLIM_INFINITY))
+            before = Counter(CASES)
+            run()
+            os.write(write_end, json.dumps(CASES - before).encode())
+            code = 0
+        except BaseException:  # noqa: BLE001 - reported through the exit code and stderr
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        counts = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "a fuzz case failed or broke the memory bound (see stderr)"
+    CASES.update(json.loads(counts))
 
 
 def damage(original: bytes) -> st.SearchStrategy[bytes]:
@@ -104,7 +143,7 @@ def test_fuzz_image_reader(tmp_path: Path, fmt: str) -> None:
         path.write_bytes(data)
         holds(lambda: read_image(path, max_pixels=1 << 16), f"image-{fmt}")
 
-    run()
+    bounded(run)
 
 
 # --- release files, checkpoints, weight and array files ---------------------------------------------------------
@@ -126,7 +165,7 @@ def test_fuzz_release_reader(tmp_path: Path) -> None:
         path.write_bytes(data)
         holds(lambda: load_release(path), "release")
 
-    run()
+    bounded(run)
 
 
 @pytest.mark.parametrize("part", [WEIGHTS, OPTIM, META])
@@ -142,7 +181,7 @@ def test_fuzz_checkpoint_reader(tmp_path: Path, part: str) -> None:
         (folder / part).write_bytes(data)
         holds(lambda: load_checkpoint(folder), f"checkpoint-{part}")
 
-    run()
+    bounded(run)
 
 
 def weight_files() -> dict[str, bytes]:
@@ -165,10 +204,26 @@ def test_fuzz_weight_and_array_readers(tmp_path: Path, suffix: str) -> None:
         path.write_bytes(data)
         holds(lambda: reader(path), f"weights{suffix}")
 
-    run()
+    bounded(run)
 
 
 # --- configs -------------------------------------------------------------------------------------------------------
+
+def test_fuzz_class_mapping_reader(tmp_path: Path) -> None:
+    from importlib import resources
+
+    path = tmp_path / "fuzz.yaml"
+    original = (resources.files("perceptsr") / "assets" / "ade20k_to_ost.yaml").read_bytes()[-700:]
+    original = b"first_index: 1\ndefault: background\nclasses:\n" + original.split(b"\n", 1)[1]
+
+    @FUZZ
+    @given(damage(original))
+    def run(data: bytes) -> None:
+        path.write_bytes(data)
+        holds(lambda: read_mapping(str(path)), "class-mapping")
+
+    bounded(run)
+
 
 CONFIG = {
     "method": "srgan",
@@ -190,7 +245,7 @@ def test_fuzz_config_reader(tmp_path: Path) -> None:
         holds(lambda: read_yaml(path), "config-yaml")
         holds(lambda: load_train_config(path), "config-train")
 
-    run()
+    bounded(run)
 
 
 def test_fuzz_config_values(tmp_path: Path) -> None:
@@ -218,4 +273,4 @@ def test_fuzz_config_values(tmp_path: Path) -> None:
         path.write_text(yaml.safe_dump(config))
         holds(lambda: load_train_config(path), "config-values")
 
-    run()
+    bounded(run)

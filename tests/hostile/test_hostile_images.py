@@ -109,7 +109,7 @@ def test_a_full_disk_while_writing_an_image_leaves_nothing(tmp_path: Path, monke
     if bit_depth == 8:
         monkeypatch.setattr(Image.Image, "save", lambda self, *a, **k: full_disk(self, *a, **k))
     else:
-        monkeypatch.setattr(pio, "write_png16", lambda file, samples: full_disk(None, file.name))
+        monkeypatch.setattr(pio, "write_png16", lambda file, samples, **options: full_disk(None, file.name))
     with pytest.raises(InputError, match="No space left on device") as error:
         write_image(tmp_path / "out.png", torch.rand(1, 3, 4, 4), bit_depth=bit_depth)
     assert "\n" not in str(error.value)

@@ -206,6 +206,8 @@ def test_meta_json_is_strict(tmp_path: Path) -> None:
     text = (path / META).read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text)["best"] == {"psnr": None, "niqe": None, "step": 1}
+    best = load_checkpoint(path).meta["best"]  # read back as "never beaten", as inf and NaN behave
+    assert best["step"] == 1 and all(best[k] != best[k] for k in ("psnr", "niqe"))
     assert checkpoint.finite_json([1.0, float("-inf")]) == [1.0, None]
 
 

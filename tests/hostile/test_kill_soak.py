@@ -88,9 +88,10 @@ def test_sigkill_anywhere_then_resume_is_bit_identical(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
 
     rng = random.Random(SEED)
-    cut, kills = tmp_path / "cut", 0
+    cut, kills, inside = tmp_path / "cut", 0, 0
     for number in range(ATTEMPTS):
-        if rng.random() < 0.7:  # inside the store: a save makes ~15 hooked calls
+        self_kill = rng.random() < 0.7
+        if self_kill:  # inside the store: a save makes ~15 hooked calls
             pid = attempt(config, cut, resume=number > 0, kill_at=rng.randint(1, 20), after=rng.random() < 0.5)
         else:  # anywhere: the parent kills after a random delay
             pid = attempt(config, cut, resume=number > 0, kill_at=None, after=False)
@@ -100,11 +101,13 @@ def test_sigkill_anywhere_then_resume_is_bit_identical(tmp_path: Path) -> None:
         code = os.waitstatus_to_exitcode(status)
         assert code in (0, -signal.SIGKILL), f"attempt {number} failed with exit code {code} (see stderr)"
         kills += code == -signal.SIGKILL
+        inside += code == -signal.SIGKILL and self_kill
         if code == 0:
             break
     else:  # the last attempt runs undisturbed to the end
         _, status = os.waitpid(attempt(config, cut, resume=True, kill_at=None, after=False), 0)
         assert os.waitstatus_to_exitcode(status) == 0
+    print(f"\nkill-soak: {kills} SIGKILLs ({inside} at a file-system call of the run store), then finished")  # noqa: T201
     assert kills >= 5, f"only {kills} kills: the schedule no longer exercises resume"
 
     assert not [p.name for p in (cut / "checkpoints").iterdir() if p.name.startswith(".")]

@@ -22,12 +22,13 @@ from torch import Tensor
 from perceptsr.conditions.seg import SEG_MODEL_ENV, segment_lr
 from perceptsr.data.resize import imresize
 from perceptsr.errors import InputError
-from perceptsr.inference.fast import FastModel
 from perceptsr.inference.upscale import DEFAULT_OVERLAP, RunOptions, load_prepared, upscale_image
 from perceptsr.io.images import LoadedImage, read_image, write_image
 
 RELEASE_SUFFIXES = (".safetensors", ".onnx")
 SEG_ARCH = "outdoorsceneseg"
+NO_SEG = ("No segmentation network: SFTGAN needs one for its automatic class map (put an outdoorsceneseg release, "
+          "from `perceptsr convert segmentation_OST_bic.pth`, in --models-dir, or set PERCEPTSR_SEG_MODEL).")
 APP_TILE = 256  # LR tile size when none is given: big images then report progress tile by tile
 
 
@@ -106,14 +107,15 @@ def _check_cancel(module: torch.nn.Module, args: tuple) -> None:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(source: str, mtime_ns: int, run: RunOptions) -> FastModel:
+def _load(source: str, mtime_ns: int, run: RunOptions) -> torch.nn.Module:
     model, _ = load_prepared(source, scale=None, run=run)
     model.register_forward_pre_hook(_check_cancel)
     return model
 
 
-def load_entry(entry: ModelEntry, run: RunOptions) -> FastModel:
-    """The prepared model of a catalog entry (cached; a changed file is loaded again)."""
+def load_entry(entry: ModelEntry, run: RunOptions) -> torch.nn.Module:
+    """The prepared model of a catalog entry (a FastModel, or an OnnxModel for .onnx; cached, a changed file is
+    loaded again)."""
     path = Path(entry.source)
     mtime = path.stat().st_mtime_ns if path.is_file() else 0
     return _load(entry.source, mtime, run)
@@ -156,7 +158,25 @@ def auto_segmentation(catalog: Catalog, lr: Tensor) -> np.ndarray | None:
     return segment_lr(load_seg_model(catalog.seg_model), lr).numpy()
 
 
-def run_model(model: FastModel, image: LoadedImage, conditions: dict[str, Tensor], run: RunOptions,
+def conditions_for(model: torch.nn.Module, image: LoadedImage, *, t: float, t_layers: list[np.ndarray],
+                   seg: np.ndarray | None, seg_layers: list[np.ndarray]) -> dict[str, Tensor]:
+    """The condition tensors of a run from what the page holds: the global t and the painted t layers (FxSR), or
+    the automatic segmentation and the class brush's layers (SFTGAN)."""
+    from perceptsr.app.paint import repaint_seg, t_map_from_layers
+    from perceptsr.conditions.tmap import check_t
+
+    kind = model_kind(model)
+    if kind == "t":
+        t_map = t_map_from_layers(t_layers, tuple(image.rgb.shape[-2:]), check_t(t))
+        return {"t": torch.from_numpy(t_map)[None, None]}
+    if kind == "seg":
+        if seg is None:
+            raise InputError(NO_SEG)
+        return {"seg": torch.from_numpy(repaint_seg(seg, seg_layers))}
+    return {}
+
+
+def run_model(model: torch.nn.Module, image: LoadedImage, conditions: dict[str, Tensor], run: RunOptions,
               cancel: threading.Event | None = None) -> tuple[Tensor, Tensor | None]:
     """SR of `image` (and its alpha) through `inference.upscale`, stoppable between tiles by `cancel`."""
     _cancel.event = cancel

@@ -32,6 +32,14 @@ def gradio_available() -> bool:
     return importlib.util.find_spec("gradio") is not None
 
 
+def host_warning(host: str | None) -> str | None:
+    """One line when the page is reachable from other machines, else None."""
+    if host is None or host in (LOCAL_HOST, "localhost"):
+        return None
+    return (f"perceptsr app: listening on {host}, not only this machine: anyone who can reach it can upload images "
+            f"and run models here")
+
+
 def cmd_app(*, models_dir: Path | None, host: str | None, port: int | None, max_pixels: int, device: str,
             precision: str) -> int:
     """Serve the app until interrupted. Without Gradio: one line naming the extra to install, exit 2."""
@@ -66,9 +74,9 @@ def prepare(*, models_dir: Path | None, host: str | None, port: int | None, max_
     run = RunOptions(device=device, precision=precision)
     page = build(Settings(catalog=catalog, run=run, max_pixels=max_pixels, work_dir=work_dir))
     page.queue(default_concurrency_limit=1)
-    if host is not None and host != LOCAL_HOST:
-        print(f"perceptsr app: serving on {host}: anyone who can reach it can upload images and run models on "  # noqa: T201
-              f"this machine", file=sys.stderr)
+    warning = host_warning(host)
+    if warning:
+        print(warning, file=sys.stderr)  # noqa: T201
     blocked = [str(models_dir.resolve())] if models_dir is not None else []
     theme = gr.themes.Default(font=list(SYSTEM_FONTS), font_mono=list(MONO_FONTS))
     launch = dict(server_name=host or LOCAL_HOST, server_port=port or DEFAULT_PORT, share=False, inbrowser=False,

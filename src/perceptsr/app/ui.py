@@ -23,15 +23,13 @@ import torch
 from perceptsr.app import paint, runner
 from perceptsr.app.runner import Catalog
 from perceptsr.conditions.tmap import DEFAULT_T
-from perceptsr.errors import InputError, PerceptsrError
+from perceptsr.errors import PerceptsrError
 from perceptsr.inference.upscale import RunOptions
 from perceptsr.io.images import SUPPORTED_SUFFIXES
 
 PREVIEW_SIDE = 1024  # the editors show the image at most this big; paint is cut to the model's sizes
 DISPLAY_SIDE = 4096  # the comparison shows results at most this big (the download is always full size)
 SEG_SESSIONS = 4  # automatic segmentations kept in memory, most recent sessions first
-NO_SEG = ("No segmentation network: SFTGAN needs one for its automatic class map (put an outdoorsceneseg release, "
-          "from `perceptsr convert segmentation_OST_bic.pth`, in --models-dir, or set PERCEPTSR_SEG_MODEL).")
 CSS = """
 #status p { margin: 0; }
 #status .error { color: #b91c1c; font-weight: 600; }
@@ -110,7 +108,7 @@ class App:
             if kind == "seg":
                 probs = self._segmentation(upload, image)
                 if probs is None:
-                    note = NO_SEG
+                    note = runner.NO_SEG
                 else:
                     labels = paint.seg_labels(probs)
                     seg_value = {"background": paint.seg_overlay(picture, labels), "layers": [], "composite": None}
@@ -161,21 +159,9 @@ class App:
 
     def _conditions(self, model: Any, image: Any, upload: str, t: float, t_editor: dict | None,
                     seg_editor: dict | None) -> dict[str, torch.Tensor]:
-        kind = runner.model_kind(model)
-        height, width = image.rgb.shape[-2:]
-        if kind == "t":
-            from perceptsr.conditions.tmap import check_t
-
-            layers = (t_editor or {}).get("layers") or []
-            t_map = paint.t_map_from_layers(layers, (height, width), check_t(t))
-            return {"t": torch.from_numpy(t_map)[None, None]}
-        if kind == "seg":
-            probs = self._segmentation(upload, image)
-            if probs is None:
-                raise InputError(NO_SEG)
-            probs = paint.repaint_seg(probs, (seg_editor or {}).get("layers") or [])
-            return {"seg": torch.from_numpy(probs)}
-        return {}
+        seg = self._segmentation(upload, image) if runner.model_kind(model) == "seg" else None
+        return runner.conditions_for(model, image, t=t, t_layers=(t_editor or {}).get("layers") or [], seg=seg,
+                                     seg_layers=(seg_editor or {}).get("layers") or [])
 
     def on_cancel(self, request: gr.Request) -> str:
         event = self.cancel.get(request.session_hash or "")
@@ -207,6 +193,9 @@ def build(settings: Settings) -> gr.Blocks:
                 model = gr.Dropdown(labels, value=labels[0] if labels else None, label="Model", elem_id="model")
                 upload = gr.File(label=f"Image ({', '.join(s.lstrip('.') for s in SUPPORTED_SUFFIXES)})",
                                  file_types=list(SUPPORTED_SUFFIXES), type="filepath", elem_id="upload")
+                with gr.Row():
+                    run_button = gr.Button("Upscale", variant="primary", elem_id="run")
+                    cancel_button = gr.Button("Cancel", elem_id="cancel")
                 status = gr.Markdown(elem_id="status")
                 with gr.Group(visible=False) as t_group:
                     t = gr.Slider(0, 1, value=DEFAULT_T, step=0.05, elem_id="t",
@@ -217,7 +206,7 @@ def build(settings: Settings) -> gr.Blocks:
                         brush=gr.Brush(colors=[(c, 0.6) for c in paint.T_BRUSH_COLORS],
                                        default_color=(paint.T_BRUSH_COLORS[-1], 0.6), color_mode="fixed"),
                         eraser=gr.Eraser(), label="Paint t (brush colour = t, see the legend; size in the brush menu)",
-                        elem_id="t-editor", height=420)
+                        elem_id="t-editor", height=380)
                     t_overlay = gr.Image(label="t map overlay", interactive=False, elem_id="t-overlay", height=220)
                 seg_note = gr.Markdown(visible=False, elem_id="seg-note")
                 with gr.Group(visible=False) as seg_group:
@@ -227,10 +216,7 @@ def build(settings: Settings) -> gr.Blocks:
                         brush=gr.Brush(colors=list(paint.CLASS_BRUSH_COLORS), default_color=paint.CLASS_BRUSH_COLORS[1],
                                        color_mode="fixed"),
                         eraser=gr.Eraser(), label="Segmentation (paint a class to repaint a region)",
-                        elem_id="seg-editor", height=420)
-                with gr.Row():
-                    run_button = gr.Button("Upscale", variant="primary", elem_id="run")
-                    cancel_button = gr.Button("Cancel", elem_id="cancel")
+                        elem_id="seg-editor", height=380)
             with gr.Column(scale=3):
                 compare = gr.ImageSlider(label="bicubic | result (drag to wipe, scroll to zoom)", type="numpy",
                                          format="png", elem_id="compare", max_height=720)

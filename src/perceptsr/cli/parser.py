@@ -385,7 +385,7 @@ def build_parser() -> Parser:
 
     p = command("report", "Every model on every dataset: tables, perception-distortion plot, viewer", bind_report,
                 "Writes OUTDIR/results.md|csv|json, pd_*.png and index.html. SR images and numbers are cached in "
-                "OUTDIR: a re-run only computes what is new.")
+                "OUTDIR/report_files/: a re-run only computes what is new.")
     add_models(p, repeatable=True, required=True)
     add_data(p)
     add_scale(p, required=True, help_text="SR factor")

@@ -189,9 +189,11 @@ def read_mapping(spec: str) -> np.ndarray:
         text = (resources.files("perceptsr") / "assets" / MAPPINGS[spec]).read_text()
     elif _is_mapping(spec):
         try:
-            text = Path(spec).read_text()
+            text = Path(spec).read_text(encoding="utf-8")
         except OSError as error:
             raise InputError(f"cannot read class mapping {spec}: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
+            raise InputError(f"class mapping {spec} is not UTF-8 text (byte {error.start})") from None
     else:
         raise InputError(f"--seg-model {spec} is not a class mapping for a label image: give "
                          f"{', '.join(MAPPINGS)} or a .yaml file (see assets/ade20k_to_ost.yaml)")

@@ -198,6 +198,9 @@ def load_checkpoint(path: Path, *, with_state: bool = True) -> Checkpoint:
     except Exception as error:  # corrupt files fail in torch/safetensors/json with many exception types
         raise CheckpointError(f"checkpoint {path} is unreadable: {_reason(error)}") from None
     _check(path, meta, state, with_state)
+    best = meta.get("best")
+    if isinstance(best, dict):  # written as strict JSON: a non-finite metric became null; it was never beaten
+        meta["best"] = {k: float("nan") if v is None else v for k, v in best.items()}
     return Checkpoint(path=path, weights=weights, state=state, meta=meta)
 
 
@@ -254,7 +257,7 @@ def discard(path: Path) -> None:
     """Delete a checkpoint folder crash-safely: rename it into the trash (atomic), then remove the trash."""
     trash = path.parent / f"{_TRASH}{path.name}.{secrets.token_hex(4)}"
     os.replace(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    _remove(trash)
 
 
 def fsync_file(path: Path) -> None:

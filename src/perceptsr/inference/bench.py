@@ -14,7 +14,11 @@ Input size: the largest of `sides` whose eager forward is expected within the ti
 Peak memory (VmHWM of a fresh interpreter) comes from child processes started after all timing: one per
 model (one forward at precision auto), and the tiling case (x4 of a 2000x2000 input with the default model
 at precision auto, 512-pixel tiles; `max_tile_diff` compares it with an untiled run on a central crop, as
-benchmarks/tiling.py does). `quick=True` uses tiny configs and small inputs (a smoke test of the same code).
+benchmarks/tiling.py does). End to end (`end_to_end`): `perceptsr upscale` of a folder of photo-like images with the
+default model at precision auto, against the forward time of the same output pixels at one tile's rate, timed in
+the same run. Training (`training`, perceptsr.inference.bench_training): its/s of SRGAN and ESRGAN GAN-phase steps
+on small configs, eager NCHW fp32 against bf16 + channels-last, and the loader's share of a step. `quick=True`
+uses tiny configs and small inputs (a smoke test of the same code).
 """
 
 from __future__ import annotations
@@ -332,7 +336,7 @@ def _cpuinfo() -> list[str]:
 
 
 def run_bench(*, quick: bool = False, models: list[str] | None = None, compile: bool = False,
-              tiling: bool = True) -> dict:
+              tiling: bool = True, end_to_end_run: bool = True, training: bool = True) -> dict:
     """The whole benchmark as the `--json` contract (plus extra descriptive keys)."""
     from perceptsr.archs import ARCHS
 
@@ -344,6 +348,16 @@ def run_bench(*, quick: bool = False, models: list[str] | None = None, compile: 
     conditions = {**machine(), "quick": quick, "compile": compile}
     results = {name: bench_model(name, settings, compile=compile) for name in names}
     roof = {p: max(r["roofline_gflops"][p] for r in results.values()) for p in ("fp32", "bf16")}
+    sections: dict[str, dict] = {}
+    if end_to_end_run:
+        sections["end_to_end"] = end_to_end(settings)
+    if training:
+        from perceptsr.inference.bench_training import training_bench
+
+        sections["training"] = training_bench(steps=settings.train_steps, warmup=1 if settings.tiny else 2,
+                                              tiny=settings.tiny)
+        conditions["training_note"] = ("training: random VGG weights (allow_random_vgg), a speed bench, not a "
+                                       "training run; fast = bf16 autocast + channels-last where bf16 is native")
     conditions["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     jobs = [{"kind": "model", "arch": name, "side": int(r["input"].split("x")[0]), "tiny": settings.tiny}
             for name, r in results.items()]
@@ -354,7 +368,7 @@ def run_bench(*, quick: bool = False, models: list[str] | None = None, compile: 
     for result, child in zip(results.values(), memory[:len(results)], strict=True):
         result.update(child)
     output = {"roofline_gflops": {k: _round(v) for k, v in roof.items()}, "models": results,
-              "conditions": conditions}
+              "conditions": conditions, **sections}
     if tiling:
         output["tiling"] = memory[-1]
     return output
@@ -384,6 +398,16 @@ def format_table(result: dict) -> str:
         lines.append(f"tiling: x{t['scale']} of {t['input']} ({t['model']}, {t['precision']}, tile {t['tile']}): "
                      f"peak RSS {t['peak_rss_mb']:.0f} MB (output alone {t['output_mb']:.0f} MB), "
                      f"max |tiled - untiled| {t['max_tile_diff']:.2e} in {t['seconds']:.0f} s")
+    if "end_to_end" in result:
+        e = result["end_to_end"]
+        lines.append(f"end to end: upscale of {e['images']} x {e['input']} ({e['model']}, {e['precision']}, tile "
+                     f"{e['tile']}): {e['seconds']:.1f} s, {e['images_per_s']:.3f} img/s, forward at the tile rate "
+                     f"{e['forward_seconds']:.1f} s = {e['fraction_of_forward']:.2f} of the wall time")
+    for method, r in result.get("training", {}).items():
+        its = r["its_per_s"]
+        lines.append(f"training {method} ({r['config']}, random VGG): eager fp32 {its['eager_fp32']:.3f} it/s, "
+                     f"{r['fast']} {its['fast']:.3f} it/s = x{r['speedup']:.2f}; loader "
+                     f"{100 * r['loader_fraction']:.1f}% of a step")
     return "\n".join(lines)
 
 

@@ -19,16 +19,16 @@ from perceptsr.inference.tile import auto_tile_size, choose_tile, tiled_forward
 from perceptsr.io import images
 from perceptsr.io.images import LoadedImage, check_output_size, upscale_alpha
 
-# LR pixels shared by neighbouring tiles. Twice the bundled models' effective reach: with 8 the bf16 srresnet-x4
-# already matched its untiled output to within 1/255 (tests/test_tile.py checks tiled = untiled), and every
-# shared pixel is computed twice, so a wider default only wastes time.
+# LR pixels shared by neighbouring tiles: above the bundled models' effective reach (at 16 their tiled fp32
+# output matches the untiled one to float rounding, and bf16's own rounding is the only difference in bf16).
+# Every shared pixel is computed twice, so a wider default only wastes time.
 DEFAULT_OVERLAP = 16
 # Largest LR tile side chosen automatically: beyond a few hundred pixels the HR-size maps of an x4 model leave
 # the caches and the forward's rate per pixel drops; smaller tiles are stacked into batches of this many pixels.
 SPEED_TILE = 384
 # zlib level of written PNGs: measured against encode time on a 16-MP photo-like output (`perceptsr bench`'s
 # end-to-end images); higher levels cost far more time than they save in size.
-DEFAULT_PNG_LEVEL = 3
+DEFAULT_PNG_LEVEL = 1
 
 
 @dataclass(frozen=True)

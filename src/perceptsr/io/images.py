@@ -115,17 +115,28 @@ def _check_frames(im: Image.Image, path: Path) -> None:
     log.warning("%s has %d frames (%s); using the first", path, frames, im.format)
 
 
+def _is_srgb(icc: bytes | None) -> bool:
+    """True for no profile (untagged means sRGB), an sRGB profile, or one that cannot be parsed."""
+    if not icc:
+        return True
+    try:
+        from PIL import ImageCms
+
+        description = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))) or ""
+    except Exception:  # noqa: BLE001 - a damaged profile is ignored (with a warning where it would be applied)
+        return False
+    return "srgb" in description.lower().replace(" ", "")
+
+
 def _to_srgb(im: Image.Image, path: Path) -> Image.Image:
     """`im` (RGB, RGBA or CMYK) with its embedded ICC profile converted to sRGB; untagged or sRGB: unchanged."""
     icc = im.info.get("icc_profile")
-    if not icc:
+    if _is_srgb(icc):
         return im
     try:
         from PIL import ImageCms
 
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if "srgb" in (ImageCms.getProfileDescription(source) or "").lower().replace(" ", ""):
-            return im
         mode = "RGBA" if im.mode == "RGBA" else "RGB"
         return ImageCms.profileToProfile(im, source, ImageCms.createProfile("sRGB"), outputMode=mode)
     except Exception as error:  # a damaged or unsupported profile: the pixels are still usable as they are
@@ -161,6 +172,8 @@ def _decode(im: Image.Image, path: Path) -> tuple[np.ndarray, int, bool]:
     """Pixels float32 (H,W,C) in [0,1], C in 1..4 (gray, gray+alpha, RGB, RGBA); bit depth; grayscale."""
     rawmode = _png_rawmode(im)
     if rawmode in ("RGB;16B", "RGBA;16B", "LA;16B"):
+        if rawmode != "LA;16B" and not _is_srgb(im.info.get("icc_profile")):
+            log.warning("%s: its ICC profile is not applied (16-bit); colours are read as sRGB", path)
         return _decode_png16_color(im, path, rawmode), 16, rawmode == "LA;16B"
     mode = im.mode
     if mode in _GRAY16_MODES:

@@ -160,7 +160,7 @@ def check_patch_size(batch: Batch, size: int | None, network: str, fix: str) -> 
 class Method(nn.Module):
     """Base of every method: `generator`, `discriminators` (may be empty) and the loss terms.
 
-    Subclasses set `self.config` (a frozen dataclass with `phases: dict[str, Phase]`) and implement
+    `config` is the method's frozen config dataclass (with `phases: dict[str, Phase]`); subclasses implement
     `generator_losses` and, if any phase trains a discriminator, `discriminator_losses`. `__init__` builds
     networks only; loss networks (VGG, a frozen NMD) come in `build_losses`, which only training calls.
     `no_gradient_penalty` names the discriminators that are no real-vs-fake critic (with the reason): a phase

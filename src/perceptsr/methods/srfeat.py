@@ -104,7 +104,8 @@ class SRFeat(Method):
         self.perceptual: PerceptualLoss | None = None
 
     def build_losses(self) -> None:
-        """φ54/12.75 of [0,1] images; the release clips the VGG input to [0,1] (`Vgg19_simple_api`)."""
+        """VGG19 φ54/12.75 (Caffe input), shared by the perceptual loss and the feature discriminator; the release
+        clips the VGG input to [0,1] (`Vgg19_simple_api`)."""
         cfg = self.config
         if self.runs("gan"):
             self.perceptual = PerceptualLoss({FEATURE_LAYER: cfg.perceptual_weight}, criterion="mse", normalize="caffe",

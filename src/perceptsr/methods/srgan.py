@@ -78,7 +78,7 @@ class SRGANConfig:
     @staticmethod
     def field_types(data: Mapping[str, Any]) -> dict[str, type]:
         """The generator's config type follows `arch`, the discriminator's `discriminator_arch`."""
-        arch, disc = data.get("arch", "srresnet"), data.get("discriminator_arch", "srgan")
+        arch, disc = str(data.get("arch", "srresnet")), str(data.get("discriminator_arch", "srgan"))
         types = {"generator": ARCHS[arch].config} if arch in GENERATORS else {}
         return types | ({"discriminator": IMAGE_DISCRIMINATORS[disc][1]} if disc in IMAGE_DISCRIMINATORS else {})
 

@@ -1,12 +1,14 @@
 """`perceptsr report`: every model on every dataset through the one measurement path, SR images and numbers cached.
 
 Numbers come from `evaluation.evaluate.run_evaluation` (the protocol, the SR path of `upscale`, the metrics table),
-so they equal `eval`'s and `sweep`'s for the same model, data, protocol and run options. Cache layout under OUTDIR
-(a re-run only computes what is new):
+so they equal `eval`'s and `sweep`'s for the same model, data, protocol and run options. The cache lives in its
+own folder, OUTDIR/report_files/ (index.html shows its images), so it never mixes with other files in OUTDIR; a re-run
+only computes what is new:
 
-    hr/<dataset>/<stem>.png|.json          HR as measured (mod-cropped), its source file's sha256, scale and NIQE
-    sr/<model id>/<dataset>/<stem>.png     the measured SR pixels; <model id> hashes weights, scale, options, run
-    sr/<model id>/<dataset>/<stem>.json    the HR sha256 and protocol they were measured with, and the numbers
+    report_files/hr/<dataset>/<stem>.png|.json        HR as measured (mod-cropped), its file's sha256, scale and NIQE
+    report_files/sr/<model id>/<dataset>/<stem>.png   the measured SR pixels; <model id> hashes weights, scale,
+                                                      options and run options
+    report_files/sr/<model id>/<dataset>/<stem>.json  the HR sha256 and protocol they were measured with, the numbers
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from perceptsr.metrics.lpips import LPIPS
 
 log = logging.getLogger(__name__)
 FORMAT = "perceptsr-report"
+CACHE = "report_files"  # OUTDIR/<CACHE>/hr and /sr: the report's own folder (like a saved page's NAME_files)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -79,7 +82,7 @@ class _Model:
 
 
 class _Cache:
-    """The report's `SampleCache` for one model on one dataset: sr/<model id>/<dataset>/<stem>.png|.json."""
+    """The report's `SampleCache` for one model on one dataset: report_files/sr/<model id>/<dataset>/<stem>.*"""
 
     def __init__(self, folder: Path, digests: dict[str, str], protocol: Protocol, lpips_net: str | None, *,
                  refresh: bool = False) -> None:
@@ -125,7 +128,8 @@ def _datasets(folders: Sequence[Path], protocol: Protocol, max_images: int | Non
 
 def _hr_entry(out: Path, dataset: str, sample: Sample, digest: str, protocol: Protocol, refresh: bool) -> dict:
     """Write the HR as measured, for the viewer, once, with its NIQE (a reference for the NIQE column)."""
-    png, meta = out / "hr" / dataset / f"{sample.stem}.png", out / "hr" / dataset / f"{sample.stem}.json"
+    folder = out / CACHE / "hr" / dataset
+    png, meta = folder / f"{sample.stem}.png", folder / f"{sample.stem}.json"
     cached = {} if refresh else _read_json(meta)
     key = {"sha256": digest, "protocol": protocol.to_dict()}
     if any(cached.get(k) != v for k, v in key.items()) or not png.is_file():
@@ -134,7 +138,7 @@ def _hr_entry(out: Path, dataset: str, sample: Sample, digest: str, protocol: Pr
         niqe = measure(hr, hr=hr, lr=None, protocol=protocol, metrics=("niqe",))["niqe"]
         cached = {**key, "width": int(hr.shape[-1]), "height": int(hr.shape[-2]), "niqe": niqe}
         write_text(meta, dumps(cached))
-    return {"name": sample.stem, "hr": f"hr/{dataset}/{sample.stem}.png", "width": cached["width"],
+    return {"name": sample.stem, "hr": f"{CACHE}/hr/{dataset}/{sample.stem}.png", "width": cached["width"],
             "height": cached["height"], "hr_niqe": from_json(cached.get("niqe"))}
 
 
@@ -178,7 +182,7 @@ def compute_report(
         dataset_entries.append(entry)
         results[name] = {}
         for model in loaded:
-            cache = _Cache(out / "sr" / model.id / name, digests, protocol, lpips_net, refresh=refresh)
+            cache = _Cache(out / CACHE / "sr" / model.id / name, digests, protocol, lpips_net, refresh=refresh)
             result = run_evaluation(samples, protocol=protocol, metrics=metrics, model=model.module, run=run,
                                     conditions=model.options, lpips=lpips, cache=cache, dataset=name,
                                     name=model.spec.label, progress=progress)
@@ -210,4 +214,4 @@ def _document(protocol: Protocol, run: RunOptions, columns: Sequence[Metric], lp
     }
 
 
-__all__ = ["DEFAULT_METRICS", "FORMAT", "compute_report", "write_text"]
+__all__ = ["CACHE", "DEFAULT_METRICS", "FORMAT", "compute_report", "write_text"]

@@ -24,10 +24,13 @@
     if (!Number.isFinite(v)) return v > 0 ? "∞" : "-∞";
     return v.toFixed(col.decimals);
   }
-  function best(col, image) {
-    const vals = panels.slice(1).map((p) => value((image.metrics[p.id] || {})[col.key])).filter((v) => !Number.isNaN(v));
+  function bestOf(col, values) {
+    const vals = values.filter((v) => !Number.isNaN(v));
     if (vals.length < 2) return null;
     return col.higher_is_better ? Math.max(...vals) : Math.min(...vals);
+  }
+  function best(col, image) {
+    return bestOf(col, panels.slice(1).map((p) => value((image.metrics[p.id] || {})[col.key])));
   }
   function caption(el, index) {
     const image = data.images[state.image], panel = panels[index];
@@ -72,29 +75,84 @@
     a.textContent = link.text;
     $("#links").appendChild(a);
   }
-  $("#protocol").textContent = data.protocol;
+  buildScores();
+
+  // ---- the scores view: mean per dataset, the protocol once, the conventions behind a toggle ----------
+  function buildScores() {
+    $("#protocol").textContent = `Protocol: ${data.protocol} ↑ higher is better, ↓ lower is better; bold = best.`;
+    for (const line of data.conventions) {
+      const li = document.createElement("li");
+      li.textContent = line;
+      $("#conventions ul").appendChild(li);
+    }
+    for (const table of data.means) {
+      const heading = document.createElement("h2");
+      heading.textContent = `${table.dataset} (x${data.scale}, ${table.count} image${table.count === 1 ? "" : "s"})`;
+      const el = document.createElement("table");
+      el.className = "means";
+      el.dataset.dataset = table.dataset;
+      const head = el.createTHead().insertRow();
+      head.appendChild(Object.assign(document.createElement("th"), { textContent: "model" }));
+      for (const col of data.columns) {
+        const th = document.createElement("th");
+        th.textContent = `${col.header} ${col.higher_is_better ? "↑" : "↓"}`;
+        th.title = col.convention;
+        head.appendChild(th);
+      }
+      const body = el.createTBody();
+      const bests = data.columns.map((col) => bestOf(col, table.rows.map((r) => value(r.mean[col.key]))));
+      for (const row of table.rows) {
+        const tr = body.insertRow();
+        tr.title = "show this model (single view)";
+        tr.addEventListener("click", () => { state.panel = row.panel; setView("single"); });
+        tr.insertCell().textContent = `[${row.panel + 1}] ${row.label}`;
+        data.columns.forEach((col, i) => {
+          const v = value(row.mean[col.key]);
+          const cell = tr.insertCell();
+          const num = document.createElement(v === bests[i] ? "b" : "span");
+          num.textContent = fmt(col, v);
+          cell.appendChild(num);
+        });
+      }
+      $("#means").append(heading, el);
+      const niqe = value(table.hr_niqe);
+      if (!Number.isNaN(niqe)) {
+        const note = document.createElement("p");
+        note.className = "means-note";
+        note.textContent = `HR (ground truth) NIQE, for reference: ${niqe.toFixed(3)}.`;
+        $("#means").appendChild(note);
+      }
+    }
+  }
 
   function visibleViewports() {
     return Array.from(document.querySelectorAll(`#${state.view} .viewport`));
   }
+  const showsImages = () => state.view !== "scores";
 
   // ---- geometry ---------------------------------------------------------------------------------------
+  // Heights come from CSS flex (the views fill the window between header and footer; a caption takes its natural
+  // height and the viewport the rest), so captions are always inside the window. Only the grid's columns and the
+  // grid captions' common height are set here: equal captions keep every grid viewport the same size.
   function layout() {
     const n = panels.length;
     const cols = n <= 4 ? n : Math.ceil(n / Math.ceil(n / 4));
-    const rows = Math.ceil(n / cols);
     grid.style.gridTemplateColumns = `repeat(${cols}, minmax(0, 1fr))`;
-    const free = window.innerHeight - $("#bar").offsetHeight - $("#help").offsetHeight - 16;
-    const caption = grid.querySelector("figcaption").offsetHeight + 4;  // + panel border
-    grid.style.setProperty("--vp-h", `${Math.max(120, Math.floor((free - 6 * (rows - 1)) / rows - caption))}px`);
-    $("#single").style.setProperty("--vp-h", `${Math.max(160, free - caption)}px`);
-    $("#wipe").style.setProperty("--vp-h", `${Math.max(160, free - caption - 34)}px`);
+    grid.style.gridTemplateRows = `repeat(${Math.ceil(n / cols)}, minmax(0, 1fr))`;
+  }
+  function equalCaptions() {
+    const captions = Array.from(grid.querySelectorAll("figcaption"));
+    captions.forEach((c) => { c.style.height = ""; });
+    const tallest = Math.ceil(Math.max(...captions.map((c) => c.getBoundingClientRect().height)));
+    captions.forEach((c) => { c.style.height = `${tallest}px`; });
   }
   function size() {
     const vp = visibleViewports()[0];
     return [vp.clientWidth, vp.clientHeight];
   }
   function fit() {
+    if (!showsImages()) { apply(); return; }
+    apply();  // captions of this image first: they set the viewport size that the image is fitted to
     const image = data.images[state.image];
     const [w, h] = size();
     state.zoom = Math.min(w / image.width, h / image.height);
@@ -109,6 +167,7 @@
     state.cy = Math.min(Math.max(state.cy, 0), image.height);
   }
   function zoomAt(px, py, factor) {
+    if (!showsImages()) return;
     const [w, h] = size();
     const ix = state.cx + (px - w / 2) / state.zoom, iy = state.cy + (py - h / 2) / state.zoom;
     state.zoom = Math.min(MAX_ZOOM, Math.max(MIN_ZOOM, state.zoom * factor));
@@ -119,10 +178,12 @@
     apply();
   }
   function zoomBy(factor) {
+    if (!showsImages()) return;
     const [w, h] = size();
     zoomAt(w / 2, h / 2, factor);
   }
   function pan(dx, dy) {
+    if (!showsImages()) return;
     state.cx -= dx / state.zoom;
     state.cy -= dy / state.zoom;
     state.fitted = false;
@@ -140,12 +201,9 @@
   }
   function apply() {
     const image = data.images[state.image];
-    const [w, h] = size();
-    const tx = (w / 2 - state.cx * state.zoom).toFixed(2), ty = (h / 2 - state.cy * state.zoom).toFixed(2);
-    const transform = `translate(${tx}px, ${ty}px) scale(${state.zoom.toFixed(5)})`;
-    for (const vp of visibleViewports()) {
-      for (const img of vp.querySelectorAll("img")) img.style.transform = transform;
-    }
+    document.querySelectorAll("#view-buttons button").forEach((b) => b.classList.toggle("active", b.dataset.view === state.view));
+    document.title = `${image.dataset} / ${image.name} — ${data.title}`;
+    if (!showsImages()) return;
     document.body.classList.toggle("magnified", state.zoom > 1);
     $("#zoom-level").textContent = `${Math.round(state.zoom * 100)}%`;
     $("#image-count").textContent = `${state.image + 1} / ${data.images.length}`;
@@ -170,8 +228,14 @@
       caption($("#wipe .cap-a"), state.wipeA);
       caption($("#wipe .cap-b"), state.wipeB);
     }
-    document.querySelectorAll("#view-buttons button").forEach((b) => b.classList.toggle("active", b.dataset.view === state.view));
-    document.title = `${image.dataset} / ${image.name} — ${data.title}`;
+    if (state.view === "grid") equalCaptions();
+    // captions first: their height sets the viewport's, which the transform is centred in
+    const [w, h] = size();
+    const tx = (w / 2 - state.cx * state.zoom).toFixed(2), ty = (h / 2 - state.cy * state.zoom).toFixed(2);
+    const transform = `translate(${tx}px, ${ty}px) scale(${state.zoom.toFixed(5)})`;
+    for (const vp of visibleViewports()) {
+      for (const img of vp.querySelectorAll("img")) img.style.transform = transform;
+    }
   }
   function preload(index) {
     const image = data.images[index];
@@ -197,7 +261,7 @@
   }
   function setView(view) {
     state.view = view;
-    for (const id of ["grid", "single", "wipe"]) document.getElementById(id).hidden = id !== view;
+    for (const id of ["grid", "single", "wipe", "scores"]) document.getElementById(id).hidden = id !== view;
     if (view === "wipe" && state.wipeA === state.wipeB) state.wipeA = state.panel === state.wipeB ? (state.wipeB + 1) % panels.length : state.panel;
     if (state.fitted) fit(); else apply();
   }
@@ -246,7 +310,8 @@
   const keys = {
     ArrowRight: () => setImage(state.image + 1), ArrowLeft: () => setImage(state.image - 1),
     ArrowDown: () => selectPanel(state.panel + 1), ArrowUp: () => selectPanel(state.panel - 1),
-    g: () => setView("grid"), s: () => setView("single"), w: () => setView("wipe"), Enter: () => setView("single"),
+    g: () => setView("grid"), s: () => setView("single"), w: () => setView("wipe"), t: () => setView("scores"),
+    Enter: () => setView("single"),
     "+": () => zoomBy(1.25), "=": () => zoomBy(1.25), "-": () => zoomBy(0.8), f: fit, r: () => zoomBy(1 / state.zoom),
     "[": () => setWipe(state.wipe - 0.05), "]": () => setWipe(state.wipe + 0.05),
     x: () => { [state.wipeA, state.wipeB] = [state.wipeB, state.wipeA]; state.panel = state.wipeA; apply(); },
