@@ -147,3 +147,24 @@ def test_missing_init_run_names_the_config_key(tmp_path: Path) -> None:
         init_source(str(tmp_path / "runs" / "srresnet_x4"))
     with pytest.raises(ConfigError, match=r"^init: release file .*x\.safetensors does not exist"):
         init_source(str(tmp_path / "x.safetensors"))
+
+
+def test_conditions_reach_a_conditional_model() -> None:
+    from perceptsr.archs import ARCHS
+
+    spec = ARCHS["fxsr"]
+    model = spec.module(spec.tiny(4)).eval()
+    lr = np.random.default_rng(3).random((8, 10, 3)).astype(np.float32)
+    low, high = perceptsr.upscale(lr, model, t=0.0), perceptsr.upscale(lr, model, t=1.0)
+    assert low.shape == (32, 40, 3) and not np.array_equal(low, high)
+    as_map = perceptsr.upscale(lr, model, t=torch.ones(1, 1, 8, 10))  # a ready tensor goes to the model as it is
+    np.testing.assert_allclose(as_map, high, atol=1e-5)
+    with pytest.raises(perceptsr.InputError, match=r"^seg= applies only to SFTGAN models; this model takes t$"):
+        perceptsr.upscale(lr, model, seg="auto")
+
+
+def test_oversized_files_are_refused_in_python_words(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "big.png")
+    with pytest.raises(perceptsr.InputError, match=r"raise it with max_pixels\)$"):
+        perceptsr.upscale(tmp_path / "big.png", "bicubic", max_pixels=100)
+    assert perceptsr.upscale(tmp_path / "big.png", "bicubic", max_pixels=400).size == (80, 80)

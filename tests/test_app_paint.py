@@ -193,7 +193,7 @@ def test_upload_errors_are_one_line_and_respect_max_pixels(tmp_path: Path) -> No
 def test_without_gradio_the_command_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(server, "gradio_available", lambda: False)
     with pytest.raises(InputError, match=r"pip install perceptsr\[app\]"):
-        server.cmd_app(models_dir=None, host=None, port=None, max_pixels=10, device="cpu", precision="fp32")
+        server.cmd_app(models_dir=None, host=None, port=None, max_pixels=10, run=RUN)
 
 
 def test_only_a_non_local_host_warns() -> None:

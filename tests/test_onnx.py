@@ -123,7 +123,7 @@ def test_graph_has_dynamic_axes_named_inputs_opset_and_metadata(tmp_path: Path) 
     import hashlib
 
     assert meta["arch"] == "sftgan" and meta["scale"] == "4" and meta["precision"] == "fp32"
-    assert meta["input_range"] == "[0, 1]" and meta["opset"] == "18"
+    assert meta["input_range"] == "[0, 1]" and meta["opset"] == "18" and meta["inputs"] == "lr,seg"
     assert meta["source_sha256"] == hashlib.sha256(release.read_bytes()).hexdigest()
     assert '"seg": {"scale": 4, "channels": 8' in meta["conditions"]
     assert not any(n.domain not in ("", "ai.onnx") for n in proto.graph.node)  # plain ONNX ops, nothing fused

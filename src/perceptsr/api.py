@@ -22,7 +22,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from perceptsr.errors import InputError, PerceptsrError
-from perceptsr.io.images import LUMA_WEIGHTS, LoadedImage
+from perceptsr.io.images import DEFAULT_MAX_PIXELS, LUMA_WEIGHTS, LoadedImage
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray, Tensor]  # noqa: UP007 (a runtime alias on Python 3.10)
 CONDITION_KEYS = ("t", "t_map", "seg", "seg_model")
@@ -100,12 +100,14 @@ def _float_array(array: np.ndarray, name: str) -> tuple[np.ndarray, int]:
     raise InputError(f"{name} has dtype {array.dtype}; use uint8, uint16 or float in [0, 1]")
 
 
-def to_images(image: ImageLike, *, what: str = "image") -> tuple[list[LoadedImage], Given]:
+def to_images(image: ImageLike, *, what: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS
+              ) -> tuple[list[LoadedImage], Given]:
     """Any image kind -> canonical images (one per batch entry) and what was given."""
     from perceptsr.io.images import read_image
 
     if isinstance(image, (str, Path)):
-        return [read_image(image)], Given("path")
+        with for_python():
+            return [read_image(image, max_pixels=max_pixels)], Given("path")
     if isinstance(image, Image.Image):
         from perceptsr.io.images import _decode  # the decoder read_image uses, on an image already open
 
@@ -221,7 +223,10 @@ def condition_tensors(network: nn.Module, lr: Tensor, given: dict[str, Any], *, 
 
 
 def device_name(device: str | torch.device | None) -> str:
-    return "auto" if device is None else torch.device(device).type if not isinstance(device, str) else device
+    """The RunOptions spelling of a device argument: None -> "auto", torch.device("cuda:0") -> "cuda"."""
+    if device is None:
+        return "auto"
+    return device if isinstance(device, str) else torch.device(device).type
 
 
 # ---- the public functions ----
@@ -229,7 +234,7 @@ def device_name(device: str | torch.device | None) -> str:
 
 def upscale(image: ImageLike, model: nn.Module | str | Path = "default", *, device: str | torch.device | None = None,
             precision: str = "auto", tile: int | None = None, tile_overlap: int | None = None,
-            **conditions: Any) -> Any:
+            max_pixels: int = DEFAULT_MAX_PIXELS, **conditions: Any) -> Any:
     """Super-resolve `image` with `model`, as `perceptsr upscale` does; returns the kind of image it was given.
 
     image: a file path (-> a PIL image), a PIL image (-> PIL, same mode: L, I;16, LA, RGB, RGBA), a numpy array
@@ -239,18 +244,18 @@ def upscale(image: ImageLike, model: nn.Module | str | Path = "default", *, devi
     RGB PIL image: pass a uint16 array (or use the CLI) to keep 16 bits.
     model: "default" (the bundled PSNR model, else bicubic), "bicubic", a bundled name, a release file, or a model
     from `load_model`. device: None (auto: CUDA, then MPS, then CPU), "cpu", "cuda"; precision: auto | fp32 | bf16 |
-    fp16; tile: LR tile size (None: chosen from free memory). conditions: t=0.3, t_map=PATH (FxSR); seg="auto" or
+    fp16; tile: LR tile size (None: chosen from free memory); max_pixels: the largest image file read (a
+    decompression-bomb guard, as --max-pixels). conditions: t=0.3, t_map=PATH (FxSR); seg="auto" or
     PATH, seg_model=PATH (SFTGAN); t or seg may also be a ready tensor.
     """
+    from perceptsr.inference.fast import prepare
     from perceptsr.inference.upscale import DEFAULT_OVERLAP, pick_device, upscale_image
 
     network = resolve_model(model)
-    images, given = to_images(image)
+    images, given = to_images(image, max_pixels=max_pixels)
     results = []
     with for_python(), torch.inference_mode():
         run_device = pick_device(device_name(device))
-        from perceptsr.inference.fast import prepare
-
         prepared = prepare(network, precision=precision, device=run_device)
         for loaded in images:
             cond = condition_tensors(network, loaded.rgb, conditions, name=str(loaded.path))
@@ -262,13 +267,13 @@ def upscale(image: ImageLike, model: nn.Module | str | Path = "default", *, devi
     return from_images(results, images, given)
 
 
-def degrade(image: ImageLike, scale: int) -> Any:
+def degrade(image: ImageLike, scale: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
     """The LR the papers use: modcrop to a multiple of `scale`, MATLAB bicubic 1/scale, rounded to the image's bit
     depth (8 bit for a tensor); returns the kind it was given, like `upscale`."""
     from perceptsr.data.resize import degrade as degrade_tensor
     from perceptsr.data.resize import imresize, modcrop
 
-    images, given = to_images(image)
+    images, given = to_images(image, max_pixels=max_pixels)
     results = []
     with for_python():
         for loaded in images:

@@ -38,11 +38,11 @@ MODEL_FILE = "tiny_fxsr.safetensors"
 LR_WIDTH, LR_HEIGHT = 256, 128
 BRUSH_RADIUS = 13  # the editor's default brush (size 25) reaches this far, in image pixels
 PAINT_TO = LR_WIDTH // 2 - BRUSH_RADIUS  # stroke ends: the brush then reaches the middle
-REACH = 24  # LR pixels, above the tiny model's receptive field radius (~19)
+REACH = 24  # LR pixels, above the reach of t in the tiny model (a t change at one column moves results 8 columns away)
 DONE = "document.querySelector('#status').innerText.includes(' s (')"
 
 
-def need(thing: str | None, message: str) -> None:
+def need(thing: object, message: str) -> None:
     if thing is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
@@ -99,9 +99,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     sample = np.asarray(Image.open(ROOT / "samples" / "astronaut.png").convert("RGB"))
     image = root / "astronaut_wide.png"
     Image.fromarray(np.concatenate([sample, sample[:, ::-1]], axis=1)).save(image)
+    big = root / "astronaut_big.png"  # 6 tiles of 256: long enough to queue behind
+    Image.fromarray(np.tile(sample, (3, 6, 1))).save(big)
     corrupt = root / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a picture" * 20)
-    return {"models": models, "image": image, "corrupt": corrupt, "root": root}
+    return {"models": models, "image": image, "big": big, "corrupt": corrupt, "root": root}
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +113,9 @@ def server(files: dict[str, Path]) -> Iterator[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PERCEPTSR_SEG_MODEL": ""}
     log = (files["root"] / "server.log").open("w")
     command = [sys.executable, "-c", "import sys; from pathlib import Path; from perceptsr.app.server import cmd_app; "
+               "from perceptsr.inference.upscale import RunOptions; "
                "sys.exit(cmd_app(models_dir=Path(sys.argv[1]), host=None, port=int(sys.argv[2]), max_pixels=10**8, "
-               "device='cpu', precision='fp32'))", str(files["models"]), str(port)]
+               "run=RunOptions(device='cpu')))", str(files["models"]), str(port)]
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -257,15 +260,16 @@ def test_two_users_at_once_both_finish(browser: Chromium, server: str, files: di
         open_page(browser, server)
         for session in (second, first):
             browser.session = session
-            upload(browser, files["image"])
+            upload(browser, files["big"])
             browser.wait_for("document.querySelector('#status').innerText.includes('upscales ×4')", 30)
         for session in (first, second):  # back to back: the second waits in the queue while the first runs
             browser.session = session
             browser.evaluate("document.querySelector('#run').click()")
+        browser.wait_for("document.body.innerText.includes('queue')", 20)  # the second sees its place
         for session in (first, second):
             browser.session = session
             browser.wait_for(DONE, 60)
-            assert "1024×512" in status(browser)
+            assert "3072×1536" in status(browser)
     finally:
         browser.session = first
         browser.send("Target.closeTarget", {"targetId": target}, browser=True)

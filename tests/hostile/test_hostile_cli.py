@@ -64,3 +64,18 @@ def test_convert_of_nan_weights_and_of_a_pickle(tmp_path: Path, capsys: pytest.C
                   needle="refusing")
     assert "weights_only=False" not in err and "set to `False`" not in err
     assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.filterwarnings("ignore:RANDOM VGG")
+def test_train_resume_of_a_live_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+    from tinyrun import tiny, tiny_data
+
+    from perceptsr.engine.runlock import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(tiny(*tiny_data(tmp_path / "data"))))
+    with RunLock(run):
+        refused(capsys, "train", "--resume", str(run), "--quiet", needle="in use by process")
+    assert not (run / "checkpoints").exists()

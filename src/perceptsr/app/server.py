@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +33,10 @@ def gradio_available() -> bool:
     return importlib.util.find_spec("gradio") is not None
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def host_warning(host: str | None) -> str | None:
     """One line when the page is reachable from other machines, else None."""
     if host is None or host in (LOCAL_HOST, "localhost"):
@@ -40,26 +45,26 @@ def host_warning(host: str | None) -> str | None:
             f"and run models here")
 
 
-def cmd_app(*, models_dir: Path | None, host: str | None, port: int | None, max_pixels: int, device: str,
-            precision: str) -> int:
+def cmd_app(*, models_dir: Path | None, host: str | None, port: int | None, max_pixels: int, run: RunOptions) -> int:
     """Serve the app until interrupted. Without Gradio: one line naming the extra to install, exit 2."""
     if not gradio_available():
         raise InputError(INSTALL_HINT)
     work_dir = Path(tempfile.mkdtemp(prefix="perceptsr-app-"))
     os.environ.update(OFFLINE_ENV)
     os.environ["GRADIO_TEMP_DIR"] = str(work_dir / "gradio")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the uploads and results are removed on `kill` too
     try:
-        page, launch = prepare(models_dir=models_dir, host=host, port=port, max_pixels=max_pixels, device=device,
-                               precision=precision, work_dir=work_dir)
+        page, launch = prepare(models_dir=models_dir, host=host, port=port, max_pixels=max_pixels, run=run,
+                               work_dir=work_dir)
         page.launch(**launch)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return 0
 
 
-def prepare(*, models_dir: Path | None, host: str | None, port: int | None, max_pixels: int, device: str,
-            precision: str, work_dir: Path) -> tuple:
-    """The page and its launch settings (separate from `cmd_app` so tests can check them without serving)."""
+def prepare(*, models_dir: Path | None, host: str | None, port: int | None, max_pixels: int, run: RunOptions,
+            work_dir: Path) -> tuple:
+    """The page and its launch settings: the part of `cmd_app` that needs Gradio."""
     import gradio as gr
 
     from perceptsr.app.runner import build_catalog
@@ -70,8 +75,7 @@ def prepare(*, models_dir: Path | None, host: str | None, port: int | None, max_
     if not catalog.models:
         raise InputError("no models to offer: this install has no bundled model and --models-dir holds no release "
                          "file (.safetensors / .onnx)")
-    pick_device(device)  # a missing CUDA device is one line now, not on the first request
-    run = RunOptions(device=device, precision=precision)
+    pick_device(run.device)  # a missing CUDA device is one line now, not on the first request
     page = build(Settings(catalog=catalog, run=run, max_pixels=max_pixels, work_dir=work_dir))
     page.queue(default_concurrency_limit=1)
     warning = host_warning(host)

@@ -167,7 +167,7 @@ class App:
         event = self.cancel.get(request.session_hash or "")
         if event is not None:
             event.set()
-        return "cancelling…"
+        return "cancelled"
 
     def on_leave(self, request: gr.Request) -> None:
         self.cancel.pop(request.session_hash or "", None)

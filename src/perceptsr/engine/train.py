@@ -157,6 +157,10 @@ class Trainer:
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.env = distributed.setup("cuda" if pick_device(config.device).type == "cuda" else "cpu")
         self.device = pick_device(config.device, self.env.local_rank)
+        self.lock = RunLock(self.run_dir)
+        if resume and self.env.is_main:
+            self.lock.acquire()  # first: a live run is refused at once, and its checkpoints are not pruned under us
+            recover(self.run_dir)
         torch.manual_seed(config.seed)
         self.method = build_method(config)
         self.scale = self.method.generator.scale
@@ -169,10 +173,6 @@ class Trainer:
         self.method.on_train_start(self._first_batch(), self.dataset)
         self.ema = copy.deepcopy(self.method.generator).requires_grad_(False)
         self.step, self.best, self.optim_state, self.resumed_phase = 0, None, {}, None
-        self.lock = RunLock(self.run_dir)
-        if resume and self.env.is_main:
-            self.lock.acquire()  # before reading: a live run's checkpoints may be pruned under us
-            recover(self.run_dir)
         if resume and has_checkpoint(self.run_dir):  # a run folder without a complete checkpoint starts at 0
             self._resume()
         elif config.init:

@@ -117,7 +117,8 @@ def export_onnx(model: nn.Module, path: Path, *, arch: str, half: bool = False, 
     network = copy.deepcopy(model).eval().to("cpu", dtype)
     specs = condition_specs(network)
     names = ["lr", *specs]
-    axes = {name: {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} for name in names}
+    sizes = {"lr": "", **{name: "" if spec["scale"] == 1 else f"{name}_" for name, spec in specs.items()}}
+    axes = {name: {0: "batch", 2: f"{prefix}height", 3: f"{prefix}width"} for name, prefix in sizes.items()}
     axes["sr"] = {0: "batch", 2: "sr_height", 3: "sr_width"}
     buffer = io.BytesIO()
     with _naming_failures(network, arch), torch.no_grad():
@@ -131,6 +132,7 @@ def export_onnx(model: nn.Module, path: Path, *, arch: str, half: bool = False, 
         "arch": arch,
         "scale": str(model.scale),
         "config": json.dumps(to_dict(model.config)),
+        "inputs": ",".join(names),
         "conditions": json.dumps(specs),
         "input_range": "[0, 1]",
         "output": "unclamped, [0, 1] convention",

@@ -24,7 +24,7 @@ from torch.nn import functional as F  # noqa: N812
 from perceptsr.archs.natsr import NMD, FRSRConfig, NatSRDiscriminator, NatSRDiscriminatorConfig, NMDConfig
 from perceptsr.config import require
 from perceptsr.data.nmd import Curriculum, NMDValidation, TexturedDataset, nmd_batch
-from perceptsr.errors import CheckpointError, ConfigError
+from perceptsr.errors import CheckpointError, ConfigError, describe_mismatch
 from perceptsr.losses import discriminator_loss, generator_loss
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
 
@@ -119,10 +119,11 @@ class NatSR(Method):
         source = self.config.nmd_init
         if source is None or "nmd" not in self.discriminators:
             return
+        state = load_nmd_state(source)
         try:
-            self.discriminators["nmd"].load_state_dict(load_nmd_state(source), strict=True)
+            self.discriminators["nmd"].load_state_dict(state, strict=True)
         except RuntimeError as error:
-            reason = str(error).splitlines()[-1].strip()
+            reason = describe_mismatch(self.discriminators["nmd"], state, error)
             raise CheckpointError(f"model.nmd_init {source} does not fit model.nmd: {reason}") from None
 
     def train_dataset(self, data: Any, *, scale: int, progress: bool) -> torch.utils.data.Dataset:
