@@ -294,7 +294,7 @@ def test_sweep_and_upscale_end_to_end(shared, tmp_path: Path, capsys: pytest.Cap
     release = tmp_path / "fxsr_tiny.safetensors"
     save_release(release, arch="fxsr", config=model.config, state_dict=model.state_dict())
     out = tmp_path / "sweep"
-    done = run_cli("sweep", "--model", release, "--data", set5, "--scale", "4", "--t", "0,1", "--max-images", "2",
+    done = run_cli("sweep", "--model", release, "--data", set5, "--scale", "4", "--t-values", "0,1", "--max-images", "2",
                    "-o", out, "--no-lpips", "--quiet")
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader((out / "sweep.csv").open()))
@@ -311,7 +311,7 @@ def test_sweep_and_upscale_end_to_end(shared, tmp_path: Path, capsys: pytest.Cap
     Image.open(set5 / "bird.png").crop((100, 100, 148, 140)).save(small)
     for argv, message in [
         (["sweep", "--model", str(release), "--data", str(set5), "-o", str(out)], "already exists"),
-        (["sweep", "--model", str(release), "--data", str(set5), "-o", str(tmp_path / "x"), "--t", "0:2:1"],
+        (["sweep", "--model", str(release), "--data", str(set5), "-o", str(tmp_path / "x"), "--t-values", "0:2:1"],
          "between 0 and 1"),
         (["sweep", "--model", "bicubic", "--data", str(set5), "-o", str(tmp_path / "y"), "--scale", "4"], "takes no t"),
         (["upscale", str(small), "-o", str(tmp_path / "up"), "--model", str(release), "--t", "2"], "between 0 and 1"),

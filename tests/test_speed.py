@@ -68,7 +68,7 @@ class NaNInReducedPrecision(nn.Module):
 
 
 def test_bench_quick_json_follows_the_contract() -> None:
-    done = run_cli("bench", "--quick", "--json", "--models", "msrresnet")
+    done = run_cli("bench", "--quick", "--json", "--model", "msrresnet")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     roof = result["roofline_gflops"]

@@ -319,7 +319,7 @@ def test_train_export_upscale_on_t91(shared: callable, tmp_path: Path) -> None:
         f"data.train=[{t91}]", "data.val=[]", "data.patch_size=64", "data.batch_size=2", "data.workers=0",
     ]
     run = tmp_path / "run"
-    result = run_cli("train", ROOT / "configs/srfeat_x4.yaml", "--out", run, "--quiet",
+    result = run_cli("train", ROOT / "configs/srfeat_x4.yaml", "-o", run, "--quiet",
                      *[arg for item in overrides for arg in ("--set", item)], timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_checkpoint(find(run, "latest"), with_state=False).meta["step"] == 4

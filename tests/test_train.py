@@ -192,10 +192,10 @@ def test_resume_after_kill_is_bit_identical(hr_folder: Path, tmp_path: Path) -> 
     config["model"]["phases"]["pretrain"]["schedule"] = {"kind": "cosine"}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert cli("train", str(path), "--out", str(tmp_path / "whole"), "--quiet").returncode == 0
+    assert cli("train", str(path), "-o", str(tmp_path / "whole"), "--quiet").returncode == 0
 
     # killed by itself right after writing checkpoint 2 (deterministic: no race with a watching parent)
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_CHECKPOINT, "train", str(path), "--out",
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_CHECKPOINT, "train", str(path), "-o",
                              str(tmp_path / "cut"), "--quiet"], env={**ENV, "KILL_AT_STEP": "2"},
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -217,11 +217,11 @@ def test_two_gloo_processes_match_one(hr_folder: Path, tmp_path: Path) -> None:
     config = tiny(hr_folder, pretrain=3, gan=3, discriminator={"norm": "none"})
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    single = cli("train", str(path), "--out", str(tmp_path / "one"), "--quiet")
+    single = cli("train", str(path), "-o", str(tmp_path / "one"), "--quiet")
     assert single.returncode == 0, single.stderr
     double = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "perceptsr",
-         "train", str(path), "--out", str(tmp_path / "two"), "--quiet"],
+         "train", str(path), "-o", str(tmp_path / "two"), "--quiet"],
         env=ENV, capture_output=True, text=True, timeout=300,
     )
     assert double.returncode == 0, double.stderr[-2000:]
@@ -243,7 +243,7 @@ def test_export_then_load_gives_identical_output(hr_folder: Path, tmp_path: Path
     config = tiny(hr_folder, pretrain=2, gan=0)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert cli("train", str(path), "--out", str(tmp_path / "run"), "--quiet").returncode == 0
+    assert cli("train", str(path), "-o", str(tmp_path / "run"), "--quiet").returncode == 0
     for flag in ([], ["--ema"]):
         out = tmp_path / f"model{len(flag)}.safetensors"
         result = cli("export", str(tmp_path / "run"), "-o", str(out), *flag)
@@ -262,7 +262,7 @@ def test_export_then_load_gives_identical_output(hr_folder: Path, tmp_path: Path
 def test_train_refuses_existing_run_and_bad_config(hr_folder: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: srgan\nmodel: {arch: msrresnet, generatr: {}}\n")
-    result = cli("train", str(bad), "--out", str(tmp_path / "x"))
+    result = cli("train", str(bad), "-o", str(tmp_path / "x"))
     assert result.returncode == 2 and "model.generatr" in result.stderr and "Traceback" not in result.stderr
     result = cli("train", str(tmp_path / "missing.yaml"))
     assert result.returncode == 2 and "cannot read config" in result.stderr
