@@ -190,10 +190,10 @@ def paint_left(browser: Chromium) -> None:
     x, y, w, h = browser.evaluate("(() => { const r = document.querySelector('#t-editor canvas')"
                                   ".getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })()")
     left, top = x + w / 2 - LR_WIDTH * zoom / 2, y + h / 2 - LR_HEIGHT * zoom / 2
-    for row in range(2, LR_HEIGHT, 14):
+    for row in range(4, LR_HEIGHT, 20):  # rows 20 apart: strokes 2 x BRUSH_RADIUS wide overlap
         screen_y = top + row * zoom
         # from the middle outwards: a stroke starting at the left edge would start on the editor's tool bar
-        browser.drag((left + PAINT_TO * zoom, screen_y), (left + 2 * zoom, screen_y), steps=10)
+        browser.drag((left + PAINT_TO * zoom, screen_y), (left + 2 * zoom, screen_y), steps=5)
         time.sleep(0.1)  # let the editor finish the stroke before the next one starts
 
 
