@@ -269,7 +269,7 @@ def test_export_and_upscale_with_the_onnx_file_end_to_end(tmp_path: Path) -> Non
                  "--seg", "auto"]) == 2  # the same refusal as for the PyTorch model
 
 
-def test_eval_and_sweep_run_onnx_models_like_pytorch_ones(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_eval_sweep_and_report_run_onnx_models_like_pytorch_ones(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import json
 
     from perceptsr.cli.main import main
@@ -286,6 +286,47 @@ def test_eval_and_sweep_run_onnx_models_like_pytorch_ones(tmp_path: Path, capsys
         assert rows["ort"][metric] == pytest.approx(value, abs=1e-3), metric
     assert main(["sweep", "--model", str(tmp_path / "fx.onnx"), "--data", str(data), "-o", str(tmp_path / "sw"),
                  "--t-values", "0,1", "--quiet"]) == 0
+    assert main(["report", "--model", str(tmp_path / "fx.onnx"), "--data", str(data), "--scale", "4", "-o",
+                 str(tmp_path / "report"), "--no-lpips", "--quiet"]) == 0
+
+
+def test_export_from_a_run_folder(tmp_path: Path) -> None:
+    """A run folder's checkpoint (written as the trainer writes one) exported as ONNX: its EMA weights, with the
+    checkpoint's sha256."""
+    import hashlib
+
+    from perceptsr.cli.main import main
+    from perceptsr.engine.checkpoint import WEIGHTS, save_checkpoint
+    from perceptsr.engine.setup import build_generator, config_yaml, parse_train_config
+
+    config = parse_train_config({
+        "method": "srgan", "data": {"train": [str(tmp_path)], "patch_size": 32},
+        "model": {"generator": {"scale": 4, "num_feat": 8, "num_block": 1}, "arch": "msrresnet",
+                  "discriminator": {"num_feat": 4, "input_size": 32, "dense_features": 8, "norm": "none"}}},
+        for_training=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(config_yaml(config))
+    torch.manual_seed(1)
+    raw, ema = build_generator(config), build_generator(config)
+    with torch.no_grad():
+        for param in ema.parameters():  # far from the raw weights, as a trained EMA is
+            param.add_(0.05 * torch.randn_like(param))
+    weights = {**{f"generator.{k}": v for k, v in raw.state_dict().items()},
+               **{f"ema.{k}": v for k, v in ema.state_dict().items()}}
+    checkpoint = save_checkpoint(run, 2, weights, {"torch_rng": torch.get_rng_state(), "optimizers": {}},
+                                 {"method": "srgan"})
+    out = tmp_path / "run.onnx"
+    assert main(["export", str(run), "-o", str(out), "--ema"]) == 0
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["weights"] == "ema" and meta["step"] == "2" and meta["method"] == "srgan"
+    assert meta["source_sha256"] == hashlib.sha256((checkpoint / WEIGHTS).read_bytes()).hexdigest()
+    lr = torch.rand(1, 3, 13, 11)
+    expected = pytorch(ema.eval(), lr)
+    assert float((load_onnx(out)(lr) - expected).abs().max()) <= tolerance(expected)
+    assert float((pytorch(raw.eval(), lr) - expected).abs().max()) > 10 * tolerance(expected)  # not the raw weights
+    assert main(["export", str(run), "-o", str(tmp_path / "x.bin")]) == 2
+    assert main(["export", str(run), "-o", str(tmp_path / "x.safetensors"), "--half"]) == 2
 
 
 SLOW_CASES = {

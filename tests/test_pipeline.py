@@ -221,3 +221,16 @@ def test_png_level_changes_size_not_pixels(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["upscale", str(image), "-o", str(tmp_path / "x"), "--png-level", "10"])
     assert caught.value.code == 2
+
+
+@pytest.mark.parametrize("tiny", [True, False])
+@pytest.mark.parametrize("method", ["srgan", "esrgan"])
+def test_bench_training_configs_are_valid_runs(method: str, tiny: bool, tmp_path: Path) -> None:
+    """The bench's training configs parse (a config change in the engine must not first show in a long bench)."""
+    from perceptsr.engine.setup import parse_train_config
+    from perceptsr.inference.bench_training import run_config
+
+    config = parse_train_config(run_config(method, [str(tmp_path)], steps=3, precision="bf16", channels_last=True,
+                                           tiny=tiny))
+    assert config.method == method and config.channels_last and config.precision == "bf16"
+    assert config.model.allow_random_vgg

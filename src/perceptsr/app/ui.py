@@ -137,7 +137,7 @@ class App:
         event = self.cancel.setdefault(request.session_hash or "", threading.Event())
         event.clear()
         if not upload:
-            return gr.update(), gr.update(), status_error("upload an image first")
+            return gr.update(), gr.update(), status_error("upload an image first"), gr.update()
         started = time.monotonic()
         try:
             model = self._model(label)
@@ -149,13 +149,16 @@ class App:
             folder.mkdir(parents=True, exist_ok=True)
             path = runner.save_result(folder, image, sr, alpha, label, next(self.runs))
         except runner.CancelledError:
-            return gr.update(), gr.update(), "cancelled"
+            return gr.update(), gr.update(), "cancelled", gr.update()
         except PerceptsrError as error:
-            return gr.update(), gr.update(), status_error(error_text(error, upload))
+            return gr.update(), gr.update(), status_error(error_text(error, upload)), gr.update()
         compare = (_display(runner.bicubic(image, model.scale)), _display(sr))
+        overlay = gr.update()
+        if "t" in conditions:  # the map this run used, over the picture
+            overlay = paint.t_overlay(runner.preview(image, PREVIEW_SIDE), conditions["t"][0, 0].numpy())
         seconds = time.monotonic() - started
         done = f"{label}: {sr.shape[-1]}×{sr.shape[-2]} in {seconds:.1f} s ({image.bit_depth}-bit PNG to download)"
-        return compare, str(path), _escape(done)
+        return compare, str(path), _escape(done), overlay
 
     def _conditions(self, model: Any, image: Any, upload: str, t: float, t_editor: dict | None,
                     seg_editor: dict | None) -> dict[str, torch.Tensor]:
@@ -225,12 +228,12 @@ def build(settings: Settings) -> gr.Blocks:
         image_outputs = [t_editor, t_group, seg_editor, seg_group, seg_note, status, t_overlay, compare]
         for trigger in (upload.change, model.change):
             trigger(app.on_image, inputs=[model, upload, t], outputs=image_outputs, api_visibility="undocumented")
-        for trigger in (t_editor.input, t_editor.apply, t.release):  # input/apply: each stroke, and its end
+        for trigger in (t_editor.change, t_editor.input, t_editor.apply, t.release):
             trigger(app.on_paint, inputs=[t_editor, t], outputs=[t_overlay], concurrency_limit=None,
                     show_progress="hidden", trigger_mode="always_last",
                     api_visibility="undocumented")
         running = run_button.click(app.on_run, inputs=[model, upload, t, t_editor, seg_editor],
-                                   outputs=[compare, download, status], api_name="upscale")
+                                   outputs=[compare, download, status, t_overlay], api_name="upscale")
         cancel_button.click(app.on_cancel, outputs=[status], cancels=[running], queue=False,
                             api_visibility="undocumented")
         page.unload(app.on_leave)

@@ -245,11 +245,13 @@ def cmd_export(*, run: Path, output: Path, ema: bool = False, checkpoint: str = 
     arch = next(name for name, spec in ARCHS.items() if type(generator) is spec.module)
     step = saved.meta["step"]
     if onnx:
+        from perceptsr.engine.checkpoint import WEIGHTS
         from perceptsr.inference.onnx import DEFAULT_OPSET, export_onnx, sha256_file
 
         export_onnx(generator, output, arch=arch, half=half, opset=opset or DEFAULT_OPSET, overwrite=overwrite,
-                    metadata={"source": f"{run.name}/{path.name}", "source_sha256": sha256_file(path),
-                              "method": config.method, "step": str(step), "weights": "ema" if ema else "raw"})
+                    metadata={"source": f"{run.name}/{path.name}/{WEIGHTS}",
+                              "source_sha256": sha256_file(path / WEIGHTS), "method": config.method,
+                              "step": str(step), "weights": "ema" if ema else "raw"})
         note(f"wrote {output} ({arch} x{generator.scale}, step {step}, ONNX {'fp16' if half else 'fp32'})")
         return 0
     save_release(output, arch=arch, config=generator.config, state_dict=generator.state_dict(),

@@ -152,7 +152,7 @@ def add_run_options(p: argparse.ArgumentParser, *, compile: bool = False) -> Non
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
                    help="auto: bf16/fp16 where the hardware runs it natively and the output holds (default fp32)")
     p.add_argument("--tile", type=count_type, default=None, metavar="N",
-                   help="LR tile size in pixels (default: chosen from free memory)")
+                   help="LR tile size in pixels (default: chosen per image for speed, within free memory)")
     p.add_argument("--tile-overlap", type=count_type, default=DEFAULT_OVERLAP, metavar="N",
                    help=f"LR pixels shared by neighbouring tiles (default {DEFAULT_OVERLAP})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

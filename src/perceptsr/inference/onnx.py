@@ -251,7 +251,7 @@ class OnnxModel(nn.Module):
         self.release_metadata = meta
         self.arch = meta["arch"]
         self.scale = int(meta["scale"])
-        self.precision = meta["precision"]
+        self.precision = self.requested = meta["precision"]  # as a FastModel's: in effect, and asked for
         self.feature_width = int(meta.get("feature_width", 64))
         specs = json.loads(meta["conditions"])
         self.condition_scales: dict[str, int] = {name: int(s["scale"]) for name, s in specs.items()}
