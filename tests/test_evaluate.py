@@ -22,7 +22,7 @@ from perceptsr.data.resize import imresize
 from perceptsr.errors import InputError
 from perceptsr.evaluation.evaluate import evaluate, evaluate_items, mean_rows, nanmean
 from perceptsr.evaluation.protocol import Protocol
-from perceptsr.inference.upscale import RunOptions
+from perceptsr.inference.upscale import DEFAULT_OVERLAP, RunOptions
 from perceptsr.io.images import read_image
 from perceptsr.metrics import niqe, psnr
 
@@ -79,7 +79,8 @@ def test_protocol_and_run_are_recorded(tmp_path: Path) -> None:
     assert [protocol[k] for k in ("scale", "crop_border", "y_channel", "mod_crop")] == [4, 4, True, True]
     assert protocol["description"] == "Y, crop 4, HR mod-cropped to 4" and "8 bit" in protocol["sr"]
     assert "Y channel" in protocol["metrics"]["psnr"] and "crop 4" in protocol["metrics"]["niqe"]
-    assert result.run == {"path": "fast", "precision": "fp32", "tile": None, "tile_overlap": 32, "device": "auto"}
+    assert result.run == {"path": "fast", "precision": "fp32", "tile": None, "tile_overlap": DEFAULT_OVERLAP,
+                          "device": "auto"}
     rgb = evaluate(Bicubic(BicubicConfig(scale=4)), folder, protocol=Protocol(4, crop_border=0, y_channel=False),
                    metrics=("psnr",))
     assert rgb.protocol["crop_border"] == 0 and rgb.protocol["y_channel"] is False

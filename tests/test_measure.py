@@ -19,7 +19,7 @@ from perceptsr.evaluation.evaluate import evaluate
 from perceptsr.evaluation.protocol import Protocol
 from perceptsr.evaluation.strict_json import dumps, from_json, to_json
 from perceptsr.evaluation.strict_json import loads as strict_loads
-from perceptsr.inference.upscale import RunOptions
+from perceptsr.inference.upscale import DEFAULT_OVERLAP, RunOptions
 from perceptsr.zoo.models import load_model
 
 CPU = RunOptions(device="cpu")
@@ -46,7 +46,7 @@ def test_eval_report_and_sweep_give_identical_numbers(fxsr_release: Path, tmp_pa
     assert cmd_eval(models=[spec], json=True, **common) == 0
     evaluated = strict_loads(capsys.readouterr().out)
     assert evaluated["protocol"]["description"] == "Y, crop 4, HR mod-cropped to 4"
-    assert evaluated["run"]["tile_overlap"] == 32 and evaluated["run"]["path"] == "fast"
+    assert evaluated["run"]["tile_overlap"] == DEFAULT_OVERLAP and evaluated["run"]["path"] == "fast"
 
     lpips = {"lpips_net": "alex", "lpips_weights": None, "no_lpips": True, "overwrite": False}
     assert cmd_report(models=[spec], output=tmp_path / "report", **common, **lpips) == 0

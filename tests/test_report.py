@@ -25,7 +25,7 @@ from perceptsr.evaluation.report.plots import find_sweep, plot_pd, sweep_curves
 from perceptsr.evaluation.report.viewer import render
 from perceptsr.evaluation.strict_json import loads as strict_loads
 from perceptsr.evaluation.strict_json import to_json
-from perceptsr.inference.upscale import RunOptions
+from perceptsr.inference.upscale import DEFAULT_OVERLAP, RunOptions
 from perceptsr.io.images import read_image
 from perceptsr.metrics import psnr
 from perceptsr.metrics.lpips import LPIPS
@@ -82,7 +82,8 @@ def test_numbers_follow_the_protocol_and_the_cache_is_reused(setup: dict, monkey
     doc, files = run_report(models=models, data=[setup["data"]], out=out)
     bic, smooth = (m["id"] for m in doc["models"])
     assert [c["key"] for c in doc["columns"]] == ["psnr", "ssim", "lr_psnr", "niqe"]
-    assert doc["protocol"]["description"] == "Y, crop 4, HR mod-cropped to 4" and doc["run"]["tile_overlap"] == 32
+    assert doc["protocol"]["description"] == "Y, crop 4, HR mod-cropped to 4"
+    assert doc["run"]["tile_overlap"] == DEFAULT_OVERLAP
     # the numbers are the shared evaluator's, exactly (same pairs, same SR path, same quantisation)
     for spec, mid in zip(models, (bic, smooth), strict=True):
         ref = evaluate(load_model(spec.source, scale=4), setup["data"], scale=4, run=CPU)
@@ -156,7 +157,7 @@ def test_tables_name_conventions_and_mark_the_best(setup: dict) -> None:
     assert float(rows[0]["psnr"]) == doc["results"]["tiny"][doc["models"][0]["id"]]["images"]["im0"]["psnr"]
     md = (out / "results.md").read_text()
     assert "MATLAB Y channel" in md and "on RGB" in md and "crop 4" in md and "Y, crop 4, HR mod-cropped to 4" in md
-    assert "fast path, fp32, tile auto, overlap 32" in md
+    assert f"fast path, fp32, tile auto, overlap {DEFAULT_OVERLAP}" in md
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| model | PSNR-Y ↑ | SSIM-Y ↑ | LR-PSNR ↑ | NIQE ↓")
     for column in range(1, 5):

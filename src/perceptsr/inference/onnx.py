@@ -13,7 +13,7 @@ rebuilds the contract without perceptsr: format, arch, scale, config (JSON), con
 channels, default), input_range, precision, opset, source and source_sha256 (the release or checkpoint exported).
 
 The exporter is torch.onnx's TorchScript one (`dynamo=False`): with torch 2.13 the torch.export-based exporter
-took 10-20 s per tiny model and wrote an SFTGAN graph whose DepthToSpace failed on other sizes. Tracing keeps
+was an order of magnitude slower and wrote an SFTGAN graph whose DepthToSpace failed on other input sizes. Tracing keeps
 only the branches taken on the example, so the generators take their general branch while recording
 (archs/tracing.py): FxSR's uniform-t shortcut and RRDBNet's pad-only-when-needed would otherwise be baked in.
 
