@@ -190,10 +190,16 @@ def test_upload_errors_are_one_line_and_respect_max_pixels(tmp_path: Path) -> No
 
 # ---- server ----
 
-def test_without_gradio_the_command_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_gradio_the_command_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(server, "gradio_available", lambda: False)
     with pytest.raises(InputError, match=r"pip install perceptsr\[app\]"):
         server.cmd_app(models_dir=None, host=None, port=None, max_pixels=10, run=RUN)
+    from perceptsr.cli.main import main
+
+    assert main(["app", "--port", "7999"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "pip install perceptsr[app]" in lines[0]
 
 
 def test_only_a_non_local_host_warns() -> None:

@@ -335,6 +335,7 @@ def sample_argv(name: str) -> list[str]:
         "convert": ["convert", "x.pth", "-o", "x.safetensors"],
         "models": ["models", "--json"],
         "bench": ["bench", "--model", "msrresnet", "--quick"],
+        "app": ["app", "--models-dir", "models", "--port", "8000", "--device", "cpu"],
     }[name]
 
 

@@ -294,8 +294,8 @@ def test_sweep_and_upscale_end_to_end(shared, tmp_path: Path, capsys: pytest.Cap
     release = tmp_path / "fxsr_tiny.safetensors"
     save_release(release, arch="fxsr", config=model.config, state_dict=model.state_dict())
     out = tmp_path / "sweep"
-    done = run_cli("sweep", "--model", release, "--data", set5, "--scale", "4", "--t-values", "0,1", "--max-images", "2",
-                   "-o", out, "--no-lpips", "--quiet")
+    done = run_cli("sweep", "--model", release, "--data", set5, "--scale", "4", "--t-values", "0,1",
+                   "--max-images", "2", "-o", out, "--no-lpips", "--quiet")
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader((out / "sweep.csv").open()))
     assert [r["t"] for r in rows] == ["0.0", "1.0"] and list(rows[0])[2:] == ["t", "psnr", "ssim", "lr_psnr", "niqe"]

@@ -112,10 +112,8 @@ def server(files: dict[str, Path]) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PERCEPTSR_SEG_MODEL": ""}
     log = (files["root"] / "server.log").open("w")
-    command = [sys.executable, "-c", "import sys; from pathlib import Path; from perceptsr.app.server import cmd_app; "
-               "from perceptsr.inference.upscale import RunOptions; "
-               "sys.exit(cmd_app(models_dir=Path(sys.argv[1]), host=None, port=int(sys.argv[2]), max_pixels=10**8, "
-               "run=RunOptions(device='cpu')))", str(files["models"]), str(port)]
+    command = [sys.executable, "-m", "perceptsr", "app", "--models-dir", str(files["models"]), "--port", str(port),
+               "--device", "cpu"]
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

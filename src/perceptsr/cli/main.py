@@ -22,7 +22,7 @@ from perceptsr.errors import PerceptsrError
 __all__ = ["build_parser", "main"]
 
 # Commands that run models forward only: they get the inference allocator settings (inference/allocator.py).
-INFERENCE_COMMANDS = frozenset({"upscale", "eval", "demo", "segment", "report", "sweep", "bench"})
+INFERENCE_COMMANDS = frozenset({"upscale", "eval", "demo", "segment", "report", "sweep", "bench", "app"})
 # Commands whose memory use the user can lower with --tile.
 TILED_COMMANDS = frozenset({"upscale", "eval", "demo", "report", "sweep"})
 

@@ -311,6 +311,13 @@ def bind_bench(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any
     return commands_module().cmd_bench, dict(models=a.model or None, quick=a.quick, compile=a.compile, json=a.json)
 
 
+def bind_app(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
+    from perceptsr.app.server import cmd_app
+
+    return cmd_app, dict(models_dir=a.models_dir, host=a.host, port=a.port, max_pixels=a.max_pixels,
+                         run=run_options(a))
+
+
 # ---- the parser ----
 
 def version() -> str:
@@ -489,4 +496,15 @@ def build_parser() -> Parser:
     p.add_argument("--quick", action="store_true", help="tiny configs and inputs: a smoke run of the same code")
     p.add_argument("--compile", action="store_true", help="also time the torch.compile paths (slow to start)")
     add_json(p, "every figure")
+
+    p = command("app", "A local web page: paint FxSR's t map or repaint SFTGAN's classes, and see the result", bind_app,
+                "Needs the app extra (pip install perceptsr[app]). Serves until Ctrl-C, offline; one run at a time.")
+    p.add_argument("--models-dir", type=Path, default=None, metavar="DIR",
+                   help="folder whose release files (.safetensors) and .onnx models the page offers besides the "
+                   "bundled ones; an outdoorsceneseg release there is SFTGAN's segmentation network")
+    p.add_argument("--host", default=None, metavar="H",
+                   help="address to listen on (default 127.0.0.1: this machine only; any other prints a warning)")
+    p.add_argument("--port", type=count_type, default=7860, metavar="P", help="port to listen on (default 7860)")
+    add_max_pixels(p)
+    add_run_options(p)
     return parser
