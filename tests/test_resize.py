@@ -232,3 +232,13 @@ def test_degrade_rejects_bad_input():
         degrade(torch.rand(3, 3, 8), 4)
     with pytest.raises(InputError):
         degrade(hr, 2, bit_depth=0)
+
+
+def test_a_cached_plan_made_in_inference_mode_still_serves_autograd() -> None:
+    """The weight matrices are cached: the first call may come from inference code (upscale), the next from training."""
+    x = torch.rand(1, 3, 11, 13)
+    with torch.inference_mode():
+        imresize(x, 3)
+    y = torch.rand(1, 3, 11, 13, requires_grad=True)
+    imresize(y, 3).sum().backward()
+    assert y.grad is not None and torch.isfinite(y.grad).all()

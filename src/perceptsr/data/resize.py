@@ -103,11 +103,16 @@ def _plan(in_len: int, out_len: int, scale: float, antialiasing: bool) -> tuple[
 def _torch_plan(
     in_len: int, out_len: int, scale: float, antialiasing: bool, dtype: torch.dtype, device: torch.device
 ) -> tuple[tuple[int, int, int, int, Tensor], ...]:
-    """`_plan` as (start, stop, lo, hi, matrix) with the matrices in the image's dtype and device."""
-    return tuple(
-        (b.start, b.stop, b.lo, b.hi, torch.as_tensor(b.matrix, dtype=dtype, device=device))
-        for b in _plan(in_len, out_len, scale, antialiasing)
-    )
+    """`_plan` as (start, stop, lo, hi, matrix) with the matrices in the image's dtype and device.
+
+    Built outside inference mode: a cached matrix first made under `torch.inference_mode()` would be an inference
+    tensor, which autograd refuses to save when a later caller resizes with gradients.
+    """
+    with torch.inference_mode(False):
+        return tuple(
+            (b.start, b.stop, b.lo, b.hi, torch.as_tensor(b.matrix, dtype=dtype, device=device))
+            for b in _plan(in_len, out_len, scale, antialiasing)
+        )
 
 
 def _resize_axis(x: Tensor, dim: int, out_len: int, scale: float, antialiasing: bool) -> Tensor:
