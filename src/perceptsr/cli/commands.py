@@ -16,6 +16,8 @@ from perceptsr.cli.messages import note, one_line
 from perceptsr.errors import InputError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from torch import nn
 
     from perceptsr.conditions import ModelSpec
@@ -83,29 +85,58 @@ CONDITION_FLAGS = {"t": "--t / --t-map apply only to FxSR models", "t_map": "--t
 
 
 def cmd_upscale(*, inputs: list[Path], output: Path, model: ModelSpec, scale: int | None, run: RunOptions,
-                max_pixels: int, overwrite: bool = False, quiet: bool = False, png_level: int | None = None) -> int:
+                max_pixels: int, overwrite: bool = False, quiet: bool = False, png_level: int | None = None,
+                recursive: bool = False, skip_existing: bool = False, continue_on_error: bool = False) -> int:
     """The model is prepared once; decoding the next input and writing the previous output overlap the forward
-    (inference.upscale.upscale_files)."""
+    (inference.upscale.upscale_files). Under torchrun each rank upscales its share (inference.batch); rank 0 writes
+    OUTDIR/manifest.jsonl."""
     from tqdm import tqdm
 
     from perceptsr.conditions import build_conditions, unused_flags
-    from perceptsr.inference.upscale import DEFAULT_PNG_LEVEL, upscale_files
-    from perceptsr.io.images import list_images
+    from perceptsr.engine.distributed import teardown
+    from perceptsr.inference import batch
+    from perceptsr.inference.upscale import DEFAULT_PNG_LEVEL, pick_device, upscale_files
 
-    files = list_images(inputs)
-    outputs = image_outputs(files, output, overwrite)
-    network, device = load_prepared(model.source, scale=scale, run=run)
-    unused = unused_flags(network, model)
-    if unused:
-        raise InputError(CONDITION_FLAGS[unused[0]])
-    with tqdm(total=len(files), disable=quiet or len(files) < 2, unit="img") as bar:
-        upscale_files(network, list(zip(files, outputs, strict=True)), run=run, device=device,
-                      conditions_for=lambda path, image: build_conditions(network, image.rgb, model.options,
-                                                                          stem=path.stem),
-                      max_pixels=max_pixels, overwrite=overwrite, progress=not quiet,
-                      png_level=DEFAULT_PNG_LEVEL if png_level is None else png_level, done=bar.update)
+    jobs = batch.list_jobs(inputs, output, recursive=recursive)
+    existing = {job.output for job in jobs if skip_existing and job.output.is_file()}
+    check_outputs([job.output for job in jobs if job.output not in existing], folder=output, overwrite=overwrite)
+    env, group = batch.setup_ranks(pick_device(run.device).type)
+    try:
+        network, device = load_prepared(model.source, scale=scale, run=run)
+        unused = unused_flags(network, model)
+        if unused:
+            raise InputError(CONDITION_FLAGS[unused[0]])
+        share = batch.split(jobs, env.world_size)[env.rank]
+        batch.barrier(env, group)  # every rank has checked the outputs before any is written
+        recorder = batch.Recorder(output, env.rank)
+        todo = batch.skip_existing(share, recorder) if skip_existing else share
+        by_output = {job.output: job for job in todo}
+        with tqdm(total=len(todo), disable=quiet or len(todo) < 2 or not env.is_main, unit="img") as bar:
+
+            def upscale(some: list[batch.Job], written: Callable[[batch.Job], None]) -> None:
+                upscale_files(network, [(job.input, job.output) for job in some], run=run, device=device,
+                              conditions_for=lambda path, image: build_conditions(network, image.rgb, model.options,
+                                                                                  stem=path.stem),
+                              max_pixels=max_pixels, overwrite=overwrite, progress=not quiet and env.is_main,
+                              png_level=DEFAULT_PNG_LEVEL if png_level is None else png_level, done=bar.update,
+                              written=lambda pair: written(by_output[pair[1]]))
+
+            try:
+                batch.run_jobs(todo, upscale, recorder, continue_on_error=continue_on_error)
+            except BaseException:
+                recorder.close(remove=True)
+                raise
+        summary = batch.finish(env, group, output, jobs, recorder)
+    finally:
+        teardown(env)
+    if not env.is_main:
+        return 0  # rank 0 reports for every rank
+    if summary.failed:
+        raise InputError(f"{summary.failed} of {summary.total} image(s) failed; each is named with its error in "
+                         f"{output / batch.MANIFEST}")
     if not quiet:
-        note(f"wrote {len(outputs)} image(s) to {output}")
+        skipped = f" ({summary.skipped} existing skipped)" if summary.skipped else ""
+        note(f"wrote {summary.written} image(s) to {output}{skipped}")
     return 0
 
 

@@ -49,9 +49,12 @@ def cmd_eval(*, models: list[ModelSpec], data: list[Path], protocol: Protocol, r
              max_images: int | None, max_pixels: int, json: bool, quiet: bool) -> int:
     """Mean PSNR/SSIM (the protocol's channel and crop), LR-PSNR and NIQE of each model on each HR folder; bicubic
     first, as the baseline."""
-    from perceptsr.evaluation.evaluate import DEFAULT_METRICS, describe_run, evaluate, protocol_record, run_record
+    from perceptsr.engine.distributed import teardown
+    from perceptsr.evaluation.evaluate import DEFAULT_METRICS, describe_run, protocol_record, run_record
     from perceptsr.evaluation.report.specs import check_labels
     from perceptsr.evaluation.strict_json import dumps
+    from perceptsr.inference.batch import evaluate_shared, setup_ranks
+    from perceptsr.inference.upscale import pick_device
     from perceptsr.metrics import METRICS
 
     _check_data(data)
@@ -59,15 +62,22 @@ def cmd_eval(*, models: list[ModelSpec], data: list[Path], protocol: Protocol, r
     if not any(spec.source == "bicubic" for spec in specs):
         specs.insert(0, parse_model_spec("bicubic"))
     check_labels(specs)
-    loaded = [(spec, _prepared(spec, protocol.scale, run)) for spec in specs]
-    metrics = list(DEFAULT_METRICS)
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    for folder in data:
-        for spec, model in loaded:
-            result = evaluate(model, folder, protocol=protocol, metrics=metrics, run=run,
-                              conditions=options_for(model, spec), max_images=max_images, max_pixels=max_pixels,
-                              model_name=spec.label, progress=not (quiet or json))
-            results.setdefault(Path(folder).name, {})[spec.label] = result.mean
+    env, group = setup_ranks(pick_device(run.device).type)  # under torchrun, each rank measures a share of the images
+    try:
+        loaded = [(spec, _prepared(spec, protocol.scale, run)) for spec in specs]
+        metrics = list(DEFAULT_METRICS)
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        for folder in data:
+            for spec, model in loaded:
+                result = evaluate_shared(env, group, model, folder, protocol=protocol, metrics=metrics, run=run,
+                                         conditions=options_for(model, spec), max_images=max_images,
+                                         max_pixels=max_pixels, model_name=spec.label, progress=not (quiet or json))
+                if result is not None:
+                    results.setdefault(Path(folder).name, {})[spec.label] = result.mean
+    finally:
+        teardown(env)
+    if not env.is_main:
+        return 0
     record, how = protocol_record(protocol, metrics), run_record(run)
     if json:
         print(dumps({"protocol": record, "run": how, "results": results}))  # noqa: T201

@@ -98,6 +98,18 @@ def add_overwrite(p: argparse.ArgumentParser) -> None:
                    help="replace existing outputs (default: refuse before any work)")
 
 
+def add_batch_options(p: argparse.ArgumentParser) -> None:
+    """Folders and long runs (also across processes under torchrun: inference/batch.py)."""
+    p.add_argument("--recursive", action="store_true",
+                   help="walk input folders' subfolders too, keeping their tree under OUTDIR")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip inputs whose output exists (outputs are written atomically, so a rerun after a crash "
+                   "finishes only what is missing)")
+    p.add_argument("--continue-on-error", action="store_true",
+                   help="record a bad image in OUTDIR/manifest.jsonl and go on; exit 2 at the end saying how many "
+                   "failed (default: stop at the first)")
+
+
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -235,7 +247,8 @@ def measuring(name: str) -> Callable[..., int]:
 def bind_upscale(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
     return commands_module().cmd_upscale, dict(
         inputs=a.inputs, output=a.output, model=model_specs(a, [a.model])[0], scale=a.scale, run=run_options(a),
-        max_pixels=a.max_pixels, overwrite=a.overwrite, quiet=a.quiet, png_level=a.png_level)
+        max_pixels=a.max_pixels, overwrite=a.overwrite, quiet=a.quiet, png_level=a.png_level, recursive=a.recursive,
+        skip_existing=a.skip_existing, continue_on_error=a.continue_on_error)
 
 
 def bind_degrade(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
@@ -339,7 +352,8 @@ def build_parser() -> Parser:
         return p
 
     p = command("upscale", "Super-resolve images with a model", bind_upscale,
-                "Writes OUTDIR/<stem>.png per input, keeping alpha, grayscale and bit depth.")
+                "Writes OUTDIR/<stem>.png per input, keeping alpha, grayscale and bit depth, and OUTDIR/manifest.jsonl "
+                "(input, output, sha256). Under `torchrun` the inputs are split across the processes.")
     add_inputs(p)
     add_output(p, metavar="OUTDIR", help_text="output folder")
     add_models(p, repeatable=False, default_text=" (default: the bundled PSNR model, else bicubic)")
@@ -351,6 +365,7 @@ def build_parser() -> Parser:
                    f"{DEFAULT_PNG_LEVEL})")
     add_max_pixels(p)
     add_overwrite(p)
+    add_batch_options(p)
     add_quiet(p)
 
     p = command("degrade", "Make the papers' LR images: modcrop and MATLAB-bicubic downscale by 1/S", bind_degrade,

@@ -219,9 +219,11 @@ def _drain(reads: queue.Queue) -> None:
 def upscale_files(model: nn.Module, pairs: Sequence[tuple[Path, Path]], *, run: RunOptions, device: torch.device,
                   conditions_for: Callable[[Path, LoadedImage], Mapping[str, Tensor]], max_pixels: int,
                   overwrite: bool = False, png_level: int | None = DEFAULT_PNG_LEVEL, progress: bool = False,
-                  pipelined: bool = True, done: Callable[[], None] | None = None) -> None:
+                  pipelined: bool = True, done: Callable[[], None] | None = None,
+                  written: Callable[[tuple[Path, Path]], None] | None = None) -> None:
     """Upscale each input to its output (atomically), in order, decoding the next input and encoding the previous
-    output while the model runs (run_in_order). The model is prepared once by the caller (load_prepared)."""
+    output while the model runs (run_in_order). The model is prepared once by the caller (load_prepared).
+    written(pair) is called once each output is complete (the batch manifest records it)."""
 
     def read(pair: tuple[Path, Path]) -> LoadedImage:
         return images.read_image(pair[0], max_pixels=max_pixels)
@@ -234,5 +236,7 @@ def upscale_files(model: nn.Module, pairs: Sequence[tuple[Path, Path]], *, run: 
         sr, alpha = result
         images.write_image(pair[1], sr, alpha=alpha, grayscale=image.grayscale, bit_depth=image.bit_depth,
                            overwrite=overwrite, png_level=png_level)
+        if written is not None:
+            written(pair)
 
     run_in_order(pairs, read, compute, write, pipelined=pipelined, done=done)
