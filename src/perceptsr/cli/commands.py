@@ -277,11 +277,12 @@ def cmd_export(*, run: Path, output: Path, ema: bool = False, checkpoint: str = 
     step = saved.meta["step"]
     if onnx:
         from perceptsr.engine.checkpoint import WEIGHTS
-        from perceptsr.inference.onnx import DEFAULT_OPSET, export_onnx, sha256_file
+        from perceptsr.inference.onnx import DEFAULT_OPSET, export_onnx
+        from perceptsr.zoo.weights import file_sha256
 
         export_onnx(generator, output, arch=arch, half=half, opset=opset or DEFAULT_OPSET, overwrite=overwrite,
                     metadata={"source": f"{run.name}/{path.name}/{WEIGHTS}",
-                              "source_sha256": sha256_file(path / WEIGHTS), "method": config.method,
+                              "source_sha256": file_sha256(path / WEIGHTS), "method": config.method,
                               "step": str(step), "weights": "ema" if ema else "raw"})
         note(f"wrote {output} ({arch} x{generator.scale}, step {step}, ONNX {'fp16' if half else 'fp32'})")
         return 0
@@ -306,9 +307,10 @@ def export_model(source: str, output: Path, *, half: bool = False, opset: int | 
                  overwrite: bool = False) -> int:
     """Export a release file or a bundled model (not a run folder): as ONNX, or copied as a release file."""
     from perceptsr.archs import ARCHS
-    from perceptsr.inference.onnx import DEFAULT_OPSET, OnnxModel, export_onnx, sha256_file
+    from perceptsr.inference.onnx import DEFAULT_OPSET, OnnxModel, export_onnx
     from perceptsr.zoo.models import bundled_path, load_model
     from perceptsr.zoo.release import save_release
+    from perceptsr.zoo.weights import file_sha256
 
     model = load_model(source)
     if isinstance(model, OnnxModel):
@@ -322,7 +324,7 @@ def export_model(source: str, output: Path, *, half: bool = False, opset: int | 
     if export_format(output, half=half, opset=opset):
         meta = {k: v for k, v in meta.items() if k in ("method", "step", "weights")}
         export_onnx(model, output, arch=arch, half=half, opset=opset or DEFAULT_OPSET, overwrite=overwrite,
-                    metadata={**meta, "source": file.name, "source_sha256": sha256_file(file)})
+                    metadata={**meta, "source": file.name, "source_sha256": file_sha256(file)})
         note(f"wrote {output} ({arch} x{model.scale}, ONNX {'fp16' if half else 'fp32'})")
         return 0
     save_release(output, arch=arch, config=model.config, state_dict=model.state_dict(), extra=meta,

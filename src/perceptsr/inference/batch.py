@@ -10,7 +10,6 @@ what lets `--skip-existing` resume a killed run without writing anything twice.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import json
 import math
@@ -27,6 +26,7 @@ import torch
 from perceptsr.engine import distributed
 from perceptsr.engine.distributed import Dist
 from perceptsr.errors import InputError, PerceptsrError
+from perceptsr.zoo.weights import file_sha256
 
 MANIFEST = "manifest.jsonl"
 # Ranks finish their shares at different times; the default collective timeout (30 minutes) would end a long run
@@ -111,12 +111,6 @@ def split(jobs: Sequence[Job], world_size: int, pixels: Callable[[Path], int] = 
     return [sorted(share, key=order.__getitem__) for share in shares]
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def error_text(error: BaseException) -> str:
@@ -146,7 +140,7 @@ class Recorder:
 
     def add(self, job: Job, *, status: str, seconds: float = 0.0, error: str | None = None) -> None:
         entry = {"input": str(job.input), "output": str(job.output),
-                 "sha256": sha256_file(job.output) if status != "failed" else None,
+                 "sha256": file_sha256(job.output) if status != "failed" else None,
                  "seconds": round(seconds, 4), "rank": self.rank, "status": status, "error": error}
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)

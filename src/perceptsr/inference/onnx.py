@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import importlib
 import io
 import json
@@ -60,12 +59,6 @@ def require(module: str) -> Any:
         raise InputError(INSTALL_HINT) from None
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def condition_specs(model: nn.Module) -> dict[str, dict[str, Any]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch import Tensor, nn
 
 from perceptsr.archs.vgg import VGG16_CFG, VGGFeatures, load_vgg_features
 from perceptsr.errors import CheckpointError, InputError
-from perceptsr.zoo.weights import WeightSource, resolve_weights
+from perceptsr.zoo.weights import WeightSource, hub_cached, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -194,28 +193,16 @@ def load_lpips(net: LpipsNet = "alex", *, folder: str | Path | None = None) -> L
         linear = resolve_weights(spec.linear, folder / spec.linear.filename)
     else:
         backbone_env = os.environ.get(spec.backbone.env)
-        backbone = resolve_weights(spec.backbone, backbone_env or _download(spec.backbone, spec.backbone.filename))
+        backbone = resolve_weights(spec.backbone, backbone_env or _download(spec.backbone))
         linear_env = os.environ.get(spec.linear.env)
         cache_name = f"lpips_v0.1_{spec.linear.filename}"
         linear = resolve_weights(spec.linear, linear_env or _download(spec.linear, cache_name))
     return load_lpips_state(module, backbone, linear, where=f"LPIPS {net}")
 
 
-def _download(source: WeightSource, name: str) -> Path:
-    """The torch.hub-cache copy `name` of `source`: downloaded once, sha256-checked (and again when read)."""
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
-    if cached.is_file():
-        return cached
-    log.info("downloading %s from %s", source.name, source.url)
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(source.url, str(cached), hash_prefix=source.sha256, progress=False)
-    except (OSError, RuntimeError, pickle.UnpicklingError, ValueError) as error:
-        first = (str(error).strip() or type(error).__name__).splitlines()[0]
-        raise CheckpointError(
-            f"{source.name} are not available offline ({first}); pass --lpips-weights DIR or set {FOLDER_ENV}"
-        ) from None
-    return cached
+def _download(source: WeightSource, name: str | None = None) -> Path:
+    """The torch.hub-cache copy of `source` (file `name`): downloaded once, sha256-checked (and again when read)."""
+    return hub_cached(source, name=name, hint=f"pass --lpips-weights DIR or set {FOLDER_ENV}", progress=False)
 
 
 def lpips_distance(sr: Tensor, hr: Tensor, model: LPIPS, *, crop_border: int = 0) -> float:

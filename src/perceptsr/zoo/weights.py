@@ -151,24 +151,25 @@ def resolve_weights(source: WeightSource, local: str | Path | None = None) -> di
     return _load_local(source, hub_cached(source), "in the torch.hub cache")
 
 
-def hub_cached(source: WeightSource) -> Path:
-    """The torch.hub-cache copy of `source`, downloaded first when missing.
+def hub_cached(source: WeightSource, *, name: str | None = None, hint: str | None = None,
+               progress: bool = True) -> Path:
+    """The torch.hub-cache copy of `source` (file `name`, default its own file name), downloaded first when missing.
 
     Not `torch.hub.load_state_dict_from_url`: it prints "Downloading: ..." before connecting, so an offline
     machine saw a download announced and then an error. `download_url_to_file` connects first and draws its
-    progress bar only once the server answers; offline, the one line printed is the error saying how to provide
-    the file.
+    progress bar only once the server answers; offline, the one line printed is the error, ending with `hint`
+    (default: how to provide the file).
     """
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / source.filename
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / (name or source.filename)
     if cached.is_file():
         return cached
     log.info("downloading %s from %s", source.name, source.url)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(source.url, str(cached), hash_prefix=source.sha256, progress=True)
-    except (OSError, RuntimeError, ValueError) as error:
+        torch.hub.download_url_to_file(source.url, str(cached), hash_prefix=source.sha256, progress=progress)
+    except (OSError, RuntimeError, pickle.UnpicklingError, ValueError) as error:
         raise CheckpointError(
-            f"{source.name} are not available offline ({_first_line(error)}): {source.how_to_provide()}"
+            f"{source.name} are not available offline ({_first_line(error)}): {hint or source.how_to_provide()}"
         ) from None
     return cached
 
@@ -178,7 +179,7 @@ def _load_local(source: WeightSource, path: Path, how: str) -> dict[str, Tensor]
         raise CheckpointError(f"{source.name}: file {path} ({how}) does not exist; {source.how_to_provide()}")
     full = len(source.sha256) == 64
     if full or path.name == source.filename:
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if not digest.startswith(source.sha256):
             raise CheckpointError(
                 f"{path}: sha256 {digest[:16]}... does not match {source.name} "
@@ -195,7 +196,8 @@ def _tensor_dict(state: Any, source: WeightSource, where: str) -> dict[str, Tens
     return {str(k): v for k, v in state.items()}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks (release provenance, caches, manifests)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

@@ -32,12 +32,13 @@ from perceptsr.evaluation.evaluate import (
     run_record,
 )
 from perceptsr.evaluation.protocol import Protocol
-from perceptsr.evaluation.report.specs import Metric, check_labels, file_sha256, metric_columns, model_id, source_digest
+from perceptsr.evaluation.report.specs import Metric, check_labels, metric_columns, model_id, source_digest
 from perceptsr.evaluation.strict_json import dumps, from_json
 from perceptsr.inference.fast import unwrap
 from perceptsr.inference.upscale import RunOptions, load_prepared
 from perceptsr.io.images import atomic_output, read_image, write_image
 from perceptsr.metrics.lpips import LPIPS
+from perceptsr.zoo.weights import file_sha256
 
 log = logging.getLogger(__name__)
 FORMAT = "perceptsr-report"

@@ -15,6 +15,7 @@ from perceptsr.evaluation.evaluate import DEFAULT_METRICS
 from perceptsr.evaluation.protocol import Protocol
 from perceptsr.inference.upscale import RunOptions
 from perceptsr.metrics import METRICS
+from perceptsr.zoo.weights import file_sha256
 
 CACHE_VERSION = "2"  # bump when the protocol changes, so old cached SR images and numbers are not reused
 
@@ -47,12 +48,6 @@ def check_labels(specs: list[ModelSpec]) -> None:
         seen.add(spec.label)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def source_digest(source: str) -> str:
