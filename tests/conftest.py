@@ -109,3 +109,29 @@ def tiny_release(path: Path, arch: str, scale: int, *, seed: int = 0, weight_sca
                 param.mul_(weight_scale)
     save_release(path, arch=arch, config=model.config, state_dict=model.state_dict())
     return path
+
+
+def tiny_srgan(hr_folder: Path, *, pretrain: int = 2, gan: int = 2, **model: object) -> dict:
+    """A run config small enough for a test: 8-channel MSRResNet, 32-pixel patches, batch 4, no workers."""
+    config = {
+        "method": "srgan",
+        "model": {
+            "arch": "msrresnet",
+            "generator": {"scale": 4, "num_feat": 8, "num_block": 1},
+            "discriminator_arch": "srgan",
+            "discriminator": {"num_feat": 4, "input_size": 32, "dense_features": 8},
+            "allow_random_vgg": True,
+            "content_layers": {"relu1_2": 1.0},
+            "phases": {"pretrain": {"iterations": pretrain},
+                       "gan": {"iterations": gan, "trains": ["generator", "image"]}},
+        },
+        "data": {"train": [str(hr_folder)], "patch_size": 32, "batch_size": 4, "workers": 0},
+        "save_every": 2,
+        "log_every": 1,
+    }
+    for key, value in model.items():
+        if isinstance(value, dict) and isinstance(config["model"].get(key), dict):
+            config["model"][key] = {**config["model"][key], **value}
+        else:
+            config["model"][key] = value
+    return config

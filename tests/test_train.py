@@ -14,6 +14,7 @@ import torch
 import yaml
 from conftest import ENV, ROOT, flat_noisy_images
 from conftest import run_cli as cli
+from conftest import tiny_srgan as tiny
 from tolerance import assert_paths_close
 
 from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
@@ -26,32 +27,6 @@ from perceptsr.methods.base import ScheduleConfig
 @pytest.fixture(scope="module")
 def hr_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return flat_noisy_images(tmp_path_factory.mktemp("hr"), count=6, size=(40, 48), seed=0, base=200, noise=55)
-
-
-def tiny(hr_folder: Path, *, pretrain: int = 2, gan: int = 2, **model: object) -> dict:
-    """A run config small enough for a test: 8-channel MSRResNet, 32-pixel patches, batch 4, no workers."""
-    config = {
-        "method": "srgan",
-        "model": {
-            "arch": "msrresnet",
-            "generator": {"scale": 4, "num_feat": 8, "num_block": 1},
-            "discriminator_arch": "srgan",
-            "discriminator": {"num_feat": 4, "input_size": 32, "dense_features": 8},
-            "allow_random_vgg": True,
-            "content_layers": {"relu1_2": 1.0},
-            "phases": {"pretrain": {"iterations": pretrain},
-                       "gan": {"iterations": gan, "trains": ["generator", "image"]}},
-        },
-        "data": {"train": [str(hr_folder)], "patch_size": 32, "batch_size": 4, "workers": 0},
-        "save_every": 2,
-        "log_every": 1,
-    }
-    for key, value in model.items():
-        if isinstance(value, dict) and isinstance(config["model"].get(key), dict):
-            config["model"][key] = {**config["model"][key], **value}
-        else:
-            config["model"][key] = value
-    return config
 
 
 def fresh_weights(config: dict) -> dict[str, torch.Tensor]:

@@ -5,28 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import flat_noisy_images
+from conftest import flat_noisy_images, tiny_srgan
 
 
 def tiny(hr: Path, val: Path) -> dict:
-    return {
-        "method": "srgan",
-        "model": {
-            "arch": "msrresnet",
-            "generator": {"scale": 4, "num_feat": 8, "num_block": 1},
-            "discriminator_arch": "srgan",
-            "discriminator": {"num_feat": 4, "input_size": 32, "dense_features": 8},
-            "allow_random_vgg": True,
-            "content_layers": {"relu1_2": 1.0},
-            "phases": {"pretrain": {"iterations": 6, "schedule": {"kind": "cosine"}},
-                       "gan": {"iterations": 6, "trains": ["generator", "image"]}},
-        },
-        "data": {"train": [str(hr)], "val": [str(val)], "patch_size": 32, "batch_size": 2, "workers": 0},
-        "save_every": 1,
-        "val_every": 3,
-        "log_every": 1,
-        "keep_checkpoints": 2,
-    }
+    config = tiny_srgan(hr, pretrain=6, gan=6)
+    config["model"]["phases"]["pretrain"]["schedule"] = {"kind": "cosine"}
+    config["data"].update(val=[str(val)], batch_size=2)
+    config.update(save_every=1, val_every=3, log_every=1, keep_checkpoints=2)
+    return config
 
 
 def tiny_data(root: Path) -> tuple[Path, Path]:
