@@ -300,7 +300,7 @@ def end_to_end(settings: Settings, *, model_name: str | None = None) -> dict:
             seconds = time.perf_counter() - start
         finally:
             commands.load_prepared = load
-        written = len(list(outputs.iterdir()))
+        written = len(list(outputs.glob("*.png")))  # the folder also holds manifest.jsonl
     shape = max((shape for shape, _ in calls), key=lambda s: s[0] * s[2] * s[3])  # the full-size tile batches
     tile_times = [t for s, t in calls if s == shape]
     tile_mp = shape[0] * shape[2] * shape[3] / 1e6
