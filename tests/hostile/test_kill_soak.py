@@ -3,8 +3,9 @@ time, ends bit-identical to an uninterrupted run: weights, best checkpoint and l
 
 Each attempt runs in a forked child of the test process (torch is imported once, so an attempt costs a fraction of
 a second). A child either kills itself at its N-th file-system call of the checkpoint store (before or after the
-call: inside a checkpoint write, between the rename and the best pointer, in the middle of pruning), or is killed
-by the parent after a random delay. Seeded, so a failure replays.
+call: inside a checkpoint write, between the rename and the best pointer, in the middle of pruning), or in the middle
+of its N-th training iteration (after the step's update, before anything of it is saved). Seeded and counted in calls,
+not seconds, so the schedule is the same on a fast or a slow machine, and a failure replays.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import random
 import shutil
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -53,14 +53,32 @@ def _arm(kill_at: int, after: bool) -> None:
         setattr(owner, name, wrap(getattr(owner, name)))
 
 
-def attempt(config: dict, run_dir: Path, *, resume: bool, kill_at: int | None, after: bool) -> int:
-    """Fork a child that trains (self-killing at a hooked call when `kill_at`); its wait status."""
+def _arm_step(kill_at: int) -> None:
+    """Make this process SIGKILL itself inside its `kill_at`-th training iteration (its update done, nothing saved)."""
+    step = Trainer.train_step
+    calls = [0]
+
+    def hooked(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        logs = step(self, *args, **kwargs)
+        calls[0] += 1
+        if calls[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return logs
+
+    Trainer.train_step = hooked
+
+
+def attempt(config: dict, run_dir: Path, *, resume: bool, kill_at: int | None, after: bool,
+            kill_step: int | None = None) -> int:
+    """Fork a child that trains (self-killing at a hooked call when `kill_at`, or inside iteration `kill_step`)."""
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             if kill_at is not None:
                 _arm(kill_at, after)
+            if kill_step is not None:
+                _arm_step(kill_step)
             Trainer(parse_train_config(config), run_dir, resume=resume, progress=False).run()
         except BaseException:  # noqa: BLE001 - the child reports everything through its exit code
             traceback.print_exc()
@@ -93,10 +111,8 @@ def test_sigkill_anywhere_then_resume_is_bit_identical(tmp_path: Path) -> None:
         self_kill = rng.random() < 0.7
         if self_kill:  # inside the store: a save makes ~15 hooked calls
             pid = attempt(config, cut, resume=number > 0, kill_at=rng.randint(1, 20), after=rng.random() < 0.5)
-        else:  # anywhere: the parent kills after a random delay
-            pid = attempt(config, cut, resume=number > 0, kill_at=None, after=False)
-            time.sleep(rng.uniform(0.05, 0.3))
-            os.kill(pid, signal.SIGKILL)
+        else:  # in the middle of training, outside the store
+            pid = attempt(config, cut, resume=number > 0, kill_at=None, after=False, kill_step=rng.randint(1, 3))
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         assert code in (0, -signal.SIGKILL), f"attempt {number} failed with exit code {code} (see stderr)"
