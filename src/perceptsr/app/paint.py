@@ -133,19 +133,20 @@ def repaint_seg(probabilities: np.ndarray, layers: Sequence[np.ndarray]) -> np.n
     return probs
 
 
+def _swatches(entries: list[tuple[str, str]], prefix: str = "") -> str:
+    """A legend: for each (colour, text) a swatch in that colour followed by the text."""
+    items = "".join(
+        f'<span style="display:inline-flex;align-items:center;margin-right:10px">'
+        f'<span style="width:14px;height:14px;background:{color};border:1px solid #555;margin-right:4px"></span>'
+        f"{text}</span>" for color, text in entries)
+    return f'<div class="perceptsr-legend">{prefix}{items}</div>'
+
+
 def legend_html() -> str:
     """The class legend: a swatch in each class colour and its name."""
-    items = "".join(
-        f'<span style="display:inline-flex;align-items:center;margin-right:12px">'
-        f'<span style="width:14px;height:14px;background:{color};border:1px solid #555;margin-right:4px"></span>'
-        f"{name}</span>" for name, color in zip(SEG_CLASSES, CLASS_BRUSH_COLORS, strict=True))
-    return f'<div class="perceptsr-legend">{items}</div>'
+    return _swatches(list(zip(CLASS_BRUSH_COLORS, SEG_CLASSES, strict=True)))
 
 
 def t_legend_html() -> str:
     """The t brush legend: each brush colour and the t it paints."""
-    items = "".join(
-        f'<span style="display:inline-flex;align-items:center;margin-right:8px">'
-        f'<span style="width:14px;height:14px;background:{color};border:1px solid #555;margin-right:3px"></span>'
-        f"{t:.1f}</span>" for t, color in zip(T_LEVELS, T_BRUSH_COLORS, strict=True))
-    return f'<div class="perceptsr-legend">brush t: {items}</div>'
+    return _swatches([(color, f"{t:.1f}") for t, color in zip(T_LEVELS, T_BRUSH_COLORS, strict=True)], "brush t: ")
