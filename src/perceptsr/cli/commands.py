@@ -69,14 +69,10 @@ def cmd_degrade(*, inputs: list[Path], output: Path, scale: int, max_pixels: int
 
 
 def load_prepared(source: str, *, scale: int | None, run: RunOptions) -> tuple[nn.Module, object]:
-    """A model on the run's device, prepared for inference at its precision (the `upscale` fast path)."""
-    from perceptsr.inference.fast import prepare
-    from perceptsr.inference.upscale import pick_device
-    from perceptsr.zoo.models import load_model
+    """`inference.upscale.load_prepared`, imported lazily (this module stays light) under a name the bench times."""
+    from perceptsr.inference.upscale import load_prepared as load
 
-    device = pick_device(run.device)
-    model = prepare(load_model(source, scale=scale), precision=run.precision, device=device, compile=run.compile)
-    return model, device
+    return load(source, scale=scale, run=run)
 
 
 CONDITION_FLAGS = {"t": "--t / --t-map apply only to FxSR models", "t_map": "--t / --t-map apply only to FxSR models",
