@@ -278,7 +278,7 @@ def test_the_same_option_is_spelled_and_typed_the_same_on_every_command() -> Non
             assert (signature(action), default) == first[1:], f"{option}: {name} differs from {first[0]}"
     # the shared groups are where the contract puts them
     commands = {name: set(visible_options(c)) for name, c in subcommands().items()}
-    writers = ("upscale", "degrade", "report", "sweep", "demo", "segment", "train", "export", "convert")
+    writers = ("upscale", "degrade", "report", "sweep", "demo", "segment", "train", "export", "plot", "convert")
     groups = {
         ("-o", "--output"): writers,
         ("--overwrite",): tuple(n for n in writers if n != "train"),
@@ -332,6 +332,7 @@ def sample_argv(name: str) -> list[str]:
         "segment": ["segment", "a.png", "-o", "out"],
         "train": ["train", "c.yaml", "-o", "runs/x", "--set", "a.b=1"],
         "export": ["export", "runs/x", "-o", "x.safetensors"],
+        "plot": ["plot", "runs/x", "runs/y", "-o", "curves.png", "--smooth", "5"],
         "convert": ["convert", "x.pth", "-o", "x.safetensors"],
         "models": ["models", "--json"],
         "bench": ["bench", "--model", "msrresnet", "--quick"],

@@ -6,6 +6,7 @@ the config is read."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i in range(4):
         np.save(root / "seg" / f"img{i}_segprob.npy", rng.dirichlet(np.ones(8), (128, 128)).transpose(2, 0, 1)
                 .astype(np.float32))
+    from safetensors.torch import save_file
+
+    from perceptsr.archs.natsr import NMD, NMDConfig
+
+    save_file(NMD(NMDConfig(num_feat=4)).state_dict(), str(root / "nmd.safetensors"))  # fxsr_nat's frozen NMD
     return root
 
 
@@ -76,6 +82,12 @@ def fxsr(root: Path) -> tuple[dict, int]:
             "t_sampling": "sample", "phases": {"gan": two(G, "image")}}, 128
 
 
+def fxsr_nat(root: Path) -> tuple[dict, int]:
+    return {"generator": {"scale": 4, "num_feat": 8, "num_block": 2, "cond_feat": 4}, "nmd": {"num_feat": 4},
+            "discriminator": {"num_feat": 2}, "nmd_init": str(root / "nmd.safetensors"),
+            "phases": {"gan": two(G, "image")}}, 32
+
+
 def sftgan(root: Path) -> tuple[dict, int]:
     return {"generator": {"scale": 4, "num_feat": 8, "num_block": 1, "cond_feat": 4, "cond_hidden": 8},
             "discriminator": {"num_feat": 4, "input_size": 32, "hidden": 8}, "seg_dir": str(root / "seg"),
@@ -84,13 +96,14 @@ def sftgan(root: Path) -> tuple[dict, int]:
 
 
 TINY: dict[str, Callable[[Path], tuple[dict, int]]] = {
-    "srgan": srgan, "srfeat": srfeat, "natsr": natsr, "esrgan": esrgan, "fxsr": fxsr, "sftgan": sftgan}
+    "srgan": srgan, "srfeat": srfeat, "natsr": natsr, "esrgan": esrgan, "fxsr": fxsr, "sftgan": sftgan,
+    "fxsr_nat": fxsr_nat}
 
 
 def tiny_config(method: str, root: Path, **phase_settings: object) -> dict:
     """The tiny run config of `method` (batch 4, one image set); `phase_settings` go into every adversarial phase."""
     model, patch = TINY[method](root)
-    if method != "natsr":
+    if "allow_random_vgg" in {field.name for field in dataclasses.fields(METHODS[method].config)}:
         model["allow_random_vgg"] = True  # the only way to train a perceptual loss on random weights
     for phase in model["phases"].values():
         if any(net != G for net in phase["trains"]):

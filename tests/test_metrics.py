@@ -138,7 +138,7 @@ def test_single_channel_ignores_y_channel():
 
 
 def test_metrics_table():
-    assert list(METRICS) == ["psnr", "ssim", "lr_psnr", "niqe", "lpips"]
+    assert list(METRICS) == ["psnr", "ssim", "lr_psnr", "niqe", "lpips", "lattice"]
     for key, spec in METRICS.items():
         assert isinstance(spec, MetricSpec) and spec.name == key
     assert METRICS["psnr"].needs_reference and METRICS["psnr"].higher_is_better

@@ -16,6 +16,7 @@ from torch import nn
 
 from perceptsr.archs.bicubic import BICUBIC_SCALES, Bicubic, BicubicConfig
 from perceptsr.archs.fxsr import FXSR_SCALES, FxSRNet, FxSRNetConfig
+from perceptsr.archs.fxsr_msrresnet import FxMSRResNet, FxMSRResNetConfig
 from perceptsr.archs.natsr import FRSR, FRSR_SCALES, FRSRConfig
 from perceptsr.archs.outdoorseg import OutdoorSceneSeg, OutdoorSceneSegConfig
 from perceptsr.archs.rrdb import RRDB_SCALES, RRDBNet, RRDBNetConfig
@@ -98,6 +99,13 @@ ARCHS: dict[str, ArchSpec] = {
         scales=FXSR_SCALES,
         tiny=lambda scale: FxSRNetConfig(scale=scale, num_feat=8, num_block=1, num_grow_ch=4, cond_feat=4),
         description="FxSR generator (Park et al. 2022): RRDBNet + SFT, steered by t in [0,1] (LR-size map)",
+    ),
+    "fxsr_msrresnet": ArchSpec(
+        module=FxMSRResNet,
+        config=FxMSRResNetConfig,
+        scales=MSRRESNET_SCALES,
+        tiny=lambda scale: FxMSRResNetConfig(scale=scale, num_feat=8, num_block=2, cond_feat=4),
+        description="FxSR's t-conditioning (SFT on a t map) on MSRResNet: the bundled fxsr-nat-x4 (project's own)",
     ),
 }
 

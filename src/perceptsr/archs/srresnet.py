@@ -139,8 +139,11 @@ class MSRResNet(nn.Module):
             default_init_weights(self.upconv2, 0.1)
 
     def forward(self, lr: Tensor) -> Tensor:
-        out = self.body(self.lrelu(self.conv_first(lr)))
-        out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
+        return self.reconstruct(self.body(self.lrelu(self.conv_first(lr))), lr)
+
+    def reconstruct(self, feat: Tensor, lr: Tensor) -> Tensor:
+        """The body's features -> HR: sub-pixel upsampling, two convs, plus the bilinear-upsampled input."""
+        out = self.lrelu(self.pixel_shuffle(self.upconv1(feat)))
         if self.upconv2 is not None:
             out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
         out = self.conv_last(self.lrelu(self.conv_hr(out)))

@@ -1,4 +1,5 @@
-"""The command functions that do not measure: upscale, degrade, demo, segment, train, export, convert, models, bench.
+"""The command functions that do not measure: upscale, degrade, demo, segment, train, export, plot, convert, models,
+bench.
 
 Each takes typed keyword arguments (paths, `ModelSpec`, `RunOptions`) and returns an exit code; the parser
 (`parser.py`) builds those from the command line, so these functions know nothing of argparse and can be called
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
     from perceptsr.conditions import ModelSpec
     from perceptsr.inference.upscale import RunOptions
+    from perceptsr.io.images import LoadedImage
 
 
 def check_outputs(outputs: list[Path], *, folder: Path, overwrite: bool) -> None:
@@ -53,19 +55,23 @@ def cmd_degrade(*, inputs: list[Path], output: Path, scale: int, max_pixels: int
                 quiet: bool = False) -> int:
     from tqdm import tqdm
 
-    from perceptsr.data.resize import degrade, imresize, modcrop
     from perceptsr.io.images import list_images, read_image, write_image
 
     files = list_images(inputs)
     outputs = image_outputs(files, output, overwrite)
     for path, out in tqdm(list(zip(files, outputs, strict=True)), disable=quiet or len(files) < 2, unit="img"):
-        image = read_image(path, max_pixels=max_pixels)
-        lr = degrade(image.rgb, scale, bit_depth=image.bit_depth)
-        alpha = None
-        if image.alpha is not None:
-            alpha = imresize(modcrop(image.alpha, scale), 1 / scale).clamp(0, 1)
-        write_image(out, lr, alpha=alpha, grayscale=image.grayscale, bit_depth=image.bit_depth, overwrite=overwrite)
+        lr = degraded(read_image(path, max_pixels=max_pixels), scale)
+        write_image(out, lr.rgb, alpha=lr.alpha, grayscale=lr.grayscale, bit_depth=lr.bit_depth, overwrite=overwrite)
     return 0
+
+
+def degraded(image: LoadedImage, scale: int) -> LoadedImage:
+    """The papers' LR of a ground-truth image (data.resize.degrade, rounded to its bit depth; alpha mod-cropped and
+    MATLAB-bicubic downscaled too): what `degrade` writes and what `demo --hr` feeds the models, from one place."""
+    from perceptsr.data.resize import degrade, imresize, modcrop
+
+    alpha = None if image.alpha is None else imresize(modcrop(image.alpha, scale), 1 / scale).clamp(0, 1)
+    return replace(image, rgb=degrade(image.rgb, scale, bit_depth=image.bit_depth), alpha=alpha)
 
 
 def load_prepared(source: str, *, scale: int | None, run: RunOptions) -> tuple[nn.Module, object]:
@@ -149,20 +155,37 @@ def folder_name(label: str) -> str:
     return "_" if name in ("", ".", "..") else name
 
 
+DEMO_SCALE = 4
+HR_COLUMN = "HR"
+
+
 def cmd_demo(*, inputs: list[Path], output: Path, models: list[ModelSpec], run: RunOptions, max_pixels: int,
-             overwrite: bool = False, quiet: bool = False) -> int:
+             overwrite: bool = False, quiet: bool = False, hr: bool = False, crop_size: int | None = None,
+             crop_zoom: int | None = None) -> int:
     """Every model on every input (x4) and one comparison picture. Every output is checked, every input read and
-    every model loaded before the first file is written, so a refusal leaves nothing half done."""
+    every model loaded before the first file is written, so a refusal leaves nothing half done.
+
+    With `hr`, the inputs are ground truth: the models upscale their `degraded` LR (the papers' protocol, so the
+    picture shows what the published numbers measure) and an HR column shows the original, mod-cropped; the
+    magnified region is then chosen on HR, the same for any set of models. `crop_size` (HR pixels, 0 = no
+    magnified row) defaults to io.compare's CROP; `crop_zoom` to as much as a column holds (io.compare, zoom=None)."""
     from tqdm import tqdm
 
     from perceptsr.conditions import build_conditions, options_for, unused_flags
+    from perceptsr.data.resize import modcrop
     from perceptsr.inference.upscale import upscale_image
-    from perceptsr.io.compare import side_by_side
+    from perceptsr.io.compare import CROP, side_by_side
     from perceptsr.io.images import list_images, read_image, write_image
 
+    crop_size = CROP if crop_size is None else crop_size
+    if crop_zoom is not None and crop_zoom < 1:
+        raise InputError(f"--crop-zoom must be at least 1, got {crop_zoom}")
     folders = [folder_name(spec.label) for spec in models]
     if len(set(folders)) < len(folders):
         raise InputError("two models would share an output folder: give each a distinct label (MODEL:label=NAME)")
+    if hr and any(spec.label == HR_COLUMN for spec in models):
+        raise InputError(f"a model is labelled {HR_COLUMN}, the ground-truth column of --hr: relabel it "
+                         f"(MODEL:label=NAME)")
     files = list_images(inputs)
     stems = [p.stem for p in files]
     if len(set(stems)) < len(stems):
@@ -173,15 +196,18 @@ def cmd_demo(*, inputs: list[Path], output: Path, models: list[ModelSpec], run: 
     check_outputs([out for outs in targets.values() for out in outs] + [comparison], folder=output,
                   overwrite=overwrite)
     images = [read_image(path, max_pixels=max_pixels) for path in files]
+    truths = [modcrop(image.rgb, DEMO_SCALE) for image in images] if hr else []
+    if hr:
+        images = [degraded(image, DEMO_SCALE) for image in images]
     loaded = []
     for spec in models:
-        network, device = load_prepared(spec.source, scale=4, run=run)
+        network, device = load_prepared(spec.source, scale=DEMO_SCALE, run=run)
         loaded.append((spec, network, device, options_for(network, spec)))
     flags = {key for spec in models for key in spec.defaulted}
     used = {key for spec, network, _, _ in loaded for key in spec.defaulted - set(unused_flags(network, spec))}
     if flags - used:
         raise InputError(f"--{sorted(flags - used)[0].replace('_', '-')} applies to none of the models")
-    rows: list[dict] = [{"LR (nearest)": image.rgb} for image in images]
+    rows: list[dict] = [{} if hr else {"LR (nearest)": image.rgb} for image in images]
     results = []
     for spec, network, device, options in tqdm(loaded, disable=quiet, unit="model"):
         for index, (path, image) in enumerate(zip(files, images, strict=True)):
@@ -190,9 +216,13 @@ def cmd_demo(*, inputs: list[Path], output: Path, models: list[ModelSpec], run: 
                                       conditions=cond, precision=run.precision)
             results.append((targets[spec.label][index], sr, alpha, image))
             rows[index][spec.label] = sr.clamp(0, 1)
+    if hr:
+        for row, truth in zip(rows, truths, strict=True):
+            row[HR_COLUMN] = truth
     for out, sr, alpha, image in results:
         write_image(out, sr, alpha=alpha, grayscale=image.grayscale, overwrite=overwrite)
-    write_image(comparison, side_by_side(rows, scale=4), overwrite=overwrite)
+    picture = side_by_side(rows, scale=DEMO_SCALE, crop=crop_size, zoom=crop_zoom, reference=HR_COLUMN if hr else None)
+    write_image(comparison, picture, overwrite=overwrite)
     for spec, folder in zip(models, folders, strict=True):
         print(one_line(f"{spec.label:14s} -> {output / folder}/"))  # noqa: T201
     print(one_line(f"{'comparison':14s} -> {comparison}"))  # noqa: T201
@@ -326,6 +356,25 @@ def export_model(source: str, output: Path, *, half: bool = False, opset: int | 
     save_release(output, arch=arch, config=model.config, state_dict=model.state_dict(), extra=meta,
                  overwrite=overwrite)
     note(f"wrote {output} ({arch} x{model.scale})")
+    return 0
+
+
+def cmd_plot(*, runs: list[Path], output: Path | None, smooth: int | None = None, overwrite: bool = False) -> int:
+    """One PNG of the runs' logged curves (evaluation/curves.py); the output is checked before any log is read."""
+    from perceptsr.evaluation.curves import load_run, log_path, plot_runs
+
+    if output is None:
+        if len(runs) > 1:
+            raise InputError("several runs go into one picture: name it with -o FILE.png")
+        folder = runs[0].parent if runs[0].is_file() else runs[0]
+        output = folder / "curves.png"
+    if output.suffix.lower() != ".png":
+        raise InputError(f"cannot write {output}: plot writes PNG (name it .png)")
+    for run in runs:
+        log_path(run)  # a missing run is named before the output is looked at
+    check_outputs([output], folder=output.parent, overwrite=overwrite)
+    panels = plot_runs([load_run(run) for run in runs], output, overwrite=overwrite, smooth=smooth)
+    note(f"wrote {output} ({', '.join(panels)})")
     return 0
 
 

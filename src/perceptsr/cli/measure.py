@@ -47,10 +47,10 @@ def _check_data(data: list[Path]) -> None:
 
 def cmd_eval(*, models: list[ModelSpec], data: list[Path], protocol: Protocol, run: RunOptions,
              max_images: int | None, max_pixels: int, json: bool, quiet: bool) -> int:
-    """Mean PSNR/SSIM (the protocol's channel and crop), LR-PSNR and NIQE of each model on each HR folder; bicubic
-    first, as the baseline."""
+    """Mean PSNR/SSIM (the protocol's channel and crop), LR-PSNR, NIQE and lattice artifacts of each model on each HR
+    folder; bicubic first, as the baseline."""
     from perceptsr.engine.distributed import teardown
-    from perceptsr.evaluation.evaluate import DEFAULT_METRICS, describe_run, protocol_record, run_record
+    from perceptsr.evaluation.evaluate import EVAL_METRICS, describe_run, protocol_record, run_record
     from perceptsr.evaluation.report.specs import check_labels
     from perceptsr.evaluation.strict_json import dumps
     from perceptsr.inference.batch import evaluate_shared, setup_ranks
@@ -65,7 +65,7 @@ def cmd_eval(*, models: list[ModelSpec], data: list[Path], protocol: Protocol, r
     env, group = setup_ranks(pick_device(run.device).type)  # under torchrun, each rank measures a share of the images
     try:
         loaded = [(spec, _prepared(spec, protocol.scale, run)) for spec in specs]
-        metrics = list(DEFAULT_METRICS)
+        metrics = list(EVAL_METRICS)
         results: dict[str, dict[str, dict[str, float]]] = {}
         for folder in data:
             for spec, model in loaded:
@@ -180,8 +180,9 @@ def cmd_metrics(*, gt: Path | None, sr: Path, metrics: list[str], protocol: Prot
     needs_gt = [n for n in names if {"hr", "lr"} & set(METRICS[n].needs)]
     if gt is None and needs_gt:
         raise InputError("--gt is required for " + ", ".join(needs_gt))
-    if "lr_psnr" in names and protocol.scale < 2:
-        raise InputError("lr_psnr needs --scale S (the factor the SR images were upscaled by)")
+    for name in ("lr_psnr", "lattice"):
+        if name in names and protocol.scale < 2:
+            raise InputError(f"{name} needs --scale S (the factor the SR images were upscaled by)")
     lpips = None
     if "lpips" in names:
         from perceptsr.metrics.lpips import load_lpips

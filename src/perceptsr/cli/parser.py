@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from perceptsr.cli.messages import PREFIX, one_line
 from perceptsr.inference.upscale import DEFAULT_OVERLAP, DEFAULT_PNG_LEVEL
+from perceptsr.io.compare import CROP, MAX_FIT_ZOOM, ZOOM
 from perceptsr.io.images import DEFAULT_MAX_PIXELS
 
 PROG = PREFIX
@@ -294,7 +295,8 @@ def bind_demo(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]
     commands = commands_module()
     texts = a.model or commands.demo_model_names()
     return commands.cmd_demo, dict(inputs=a.inputs, output=a.output, models=model_specs(a, texts), run=run_options(a),
-                                   max_pixels=a.max_pixels, overwrite=a.overwrite, quiet=a.quiet)
+                                   max_pixels=a.max_pixels, overwrite=a.overwrite, quiet=a.quiet, hr=a.hr,
+                                   crop_size=a.crop_size, crop_zoom=a.crop_zoom)
 
 
 def bind_segment(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
@@ -310,6 +312,10 @@ def bind_train(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any
 def bind_export(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
     return commands_module().cmd_export, dict(run=a.run, output=a.output, ema=a.ema, checkpoint=a.checkpoint,
                                               overwrite=a.overwrite, half=a.half, opset=a.opset)
+
+
+def bind_plot(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
+    return commands_module().cmd_plot, dict(runs=a.runs, output=a.output, smooth=a.smooth, overwrite=a.overwrite)
 
 
 def bind_convert(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
@@ -449,6 +455,16 @@ def build_parser() -> Parser:
                default=Path("out/demo"))
     add_models(p, repeatable=True,
                default_text=" (default: bicubic, the default model and every bundled perceptual model)")
+    p.add_argument("--hr", action="store_true",
+                   help="the inputs are ground-truth images: each is mod-cropped and downscaled by the MATLAB-bicubic "
+                   "1/4 first (the papers' protocol, as `perceptsr degrade` does), the models upscale that, and an HR "
+                   "column shows the original")
+    p.add_argument("--crop-size", type=count_type, default=None, metavar="N",
+                   help=f"side in HR pixels of the magnified region under each row, chosen where the texture is (on "
+                   f"HR with --hr) (default {CROP}; 0 = none)")
+    p.add_argument("--crop-zoom", type=count_type, default=None, metavar="N",
+                   help=f"nearest-neighbour magnification of that region, so every pixel shows (default: as much as "
+                   f"a column's width holds, {ZOOM} to {MAX_FIT_ZOOM})")
     add_conditions(p)
     add_run_options(p)
     add_max_pixels(p)
@@ -491,6 +507,18 @@ def build_parser() -> Parser:
     p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 17..20 (default 17)")
     p.add_argument("--ema", action="store_true", help="export the EMA generator")
     p.add_argument("--checkpoint", default="latest", metavar="WHICH", help="latest, best or a step number")
+    add_overwrite(p)
+
+    p = command("plot", "Training curves of runs: loss terms, validation PSNR/SSIM, learning rate, curricula",
+                bind_plot, "Reads RUN/log.jsonl (also while the run writes it) and draws one PNG: a panel per kind of "
+                "value logged, phases as dotted lines. Several runs are overlaid, named in the legends.")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                   help="run folder written by `perceptsr train` (or its log.jsonl)")
+    add_output(p, metavar="FILE", help_text="PNG to write (default RUN/curves.png; needed with several runs)",
+               required=False)
+    p.add_argument("--smooth", type=count_type, default=None, metavar="N",
+                   help="moving-average window, in logged points, of the loss and t curves (default: about 1/20 "
+                   "of the points; 0 = raw values only)")
     add_overwrite(p)
 
     p = command("convert", "Convert released weights (BasicSR, TensorFlow, ...) into a perceptsr release file",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -82,3 +83,24 @@ def random_smooth_maps(
         weight = torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
         maps = maps * (1 - weight) + level * weight
     return maps
+
+
+TSampling = Literal["batch", "sample", "spatial", "mixed"]
+
+
+def draw_t(kind: TSampling, batch: int, height: int, width: int, *, blobs: int, generator: torch.Generator) -> Tensor:
+    """Training t maps (batch,1,height,width) on the CPU, drawn from `generator` (so a resumed run draws the same).
+
+    `batch`: one uniform t for the whole batch (SROT's); `sample`: one per sample; `spatial`: a smooth random map
+    per sample (`random_smooth_maps`, for local control); `mixed`: per sample, a coin picks a uniform t or a map,
+    so the model learns both the global level and local changes.
+    """
+    if kind in ("spatial", "mixed"):
+        maps = random_smooth_maps(batch, height, width, blobs=blobs, generator=generator)
+        if kind == "spatial":
+            return maps
+        uniform = draw_t("sample", batch, height, width, blobs=blobs, generator=generator)
+        coin = torch.rand((batch, 1, 1, 1), generator=generator) < 0.5
+        return torch.where(coin, uniform, maps)
+    values = torch.rand((1 if kind == "batch" else batch, 1, 1, 1), generator=generator)
+    return values.expand(batch, 1, height, width).clone()

@@ -339,11 +339,14 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix({"phase": span.name, **{k: f"{v:.4g}" for k, v in logs.items()}}, refresh=False)
                 if self.step % self.config.log_every == 0 or self.step == span.end:
+                    optimizer = (span.phase.generator_optimizer if GENERATOR in span.phase.trains
+                                 else span.phase.discriminator_optimizer)  # the rate of what this phase trains
                     logger.log(self.step, span.name, {**logs, "lr": learning_rate(
-                        span.phase.generator_optimizer.learning_rate, span.phase.schedule, local,
-                        span.phase.iterations), "elapsed_s": time.time() - started})
+                        optimizer.learning_rate, span.phase.schedule, local, span.phase.iterations),
+                        "elapsed_s": time.time() - started})
                 metrics = None
-                if self.val is not None and main and (self.step % self.config.val_every == 0 or self.step == span.end):
+                validating = self.val is not None and main and GENERATOR in span.phase.trains  # else nothing changed
+                if validating and (self.step % self.config.val_every == 0 or self.step == span.end):
                     metrics = self.validate()
                     logger.log(self.step, span.name, {f"val_{k}": v for k, v in metrics.items()})
                     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())

@@ -42,6 +42,7 @@ from perceptsr.metrics import METRICS, MetricInputs, check_metrics
 logger = logging.getLogger(__name__)
 
 DEFAULT_METRICS = ("psnr", "ssim", "lr_psnr", "niqe")  # + "lpips" where its network is loaded
+EVAL_METRICS = (*DEFAULT_METRICS, "lattice")  # `eval` adds the lattice-artifact column: one FFT per image
 DEGRADATION = "MATLAB bicubic x1/s of the HR, rounded to 8 bit"
 SR_FORM = "clamped and rounded to 8 bit"
 

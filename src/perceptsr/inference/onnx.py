@@ -279,7 +279,7 @@ class OnnxModel(nn.Module):
 
     def _condition(self, name: str, value: Tensor | float, lr: Tensor) -> Tensor:
         batch, _, height, width = lr.shape
-        if self.arch == "fxsr" and name == "t":
+        if name == "t":  # every t-conditioned arch (fxsr, fxsr_msrresnet) reads t as FxSR does
             from perceptsr.archs.fxsr import _t_map
 
             return _t_map(lr.float(), value).expand(batch, 1, height, width)

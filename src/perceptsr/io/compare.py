@@ -18,15 +18,20 @@ LABEL_HEIGHT = 18
 GAP = 6
 CROP = 48  # HR pixels per side of the magnified region
 ZOOM = 4  # nearest-neighbour magnification of the region
+MAX_FIT_ZOOM = 8  # `zoom=None` fits the region to the column width, at least ZOOM and at most this
 OUTLINE = (255, 32, 32)
 
 
-def side_by_side(rows: list[dict[str, Tensor]], *, scale: int, crop: int | None = CROP, zoom: int = ZOOM) -> Tensor:
+def side_by_side(rows: list[dict[str, Tensor]], *, scale: int, crop: int | None = CROP, zoom: int | None = ZOOM,
+                 reference: str | None = None) -> Tensor:
     """Tile `rows` (label -> (1,3,h,w) image) into one (1,3,H,W) picture; LR-sized entries are enlarged
     with nearest neighbour by `scale` so every column shows the same field of view at the same size.
 
     With `crop`, each row gets a second line: the crop x crop region of most texture (`texture_box`), from every
-    column, enlarged `zoom` times with nearest neighbour and labelled like its column.
+    column, enlarged `zoom` times with nearest neighbour and labelled like its column (`zoom=None`: as much as the
+    narrowest column holds, between ZOOM and MAX_FIT_ZOOM, so a 2-pixel pattern spans 8 or more screen pixels).
+    The region is found in the `reference` column when given (the ground truth: where the real texture is, whatever
+    the models made of it), else in the bicubic upscale of the LR-sized column.
     """
     columns = list(rows[0])
     font = _font()
@@ -37,11 +42,12 @@ def side_by_side(rows: list[dict[str, Tensor]], *, scale: int, crop: int | None 
         if not crop:
             lines.append(list(zip(columns, pixels, strict=True)))
             continue
-        box = texture_box(_reference(row, scale), crop)
+        box = texture_box(row[reference] if reference else _reference(row, scale), crop)
         top, left, size = box
-        crops = [np.kron(p[top:top + size, left:left + size], np.ones((zoom, zoom, 1), np.uint8)) for p in pixels]
+        times = zoom or max(ZOOM, min(MAX_FIT_ZOOM, min(p.shape[1] for p in pixels) // size))
+        crops = [np.kron(p[top:top + size, left:left + size], np.ones((times, times, 1), np.uint8)) for p in pixels]
         lines.append([(c, _outlined(p, box)) for c, p in zip(columns, pixels, strict=True)])
-        lines.append([(f"{c} (x{zoom} crop)", z) for c, z in zip(columns, crops, strict=True)])
+        lines.append([(f"{c} (x{times} crop)", z) for c, z in zip(columns, crops, strict=True)])
     widths = [max(p.shape[1] for _, p in (line[i] for line in lines)) for i in range(len(columns))]
     width = sum(widths) + GAP * (len(columns) - 1)
     height = sum(max(p.shape[0] for _, p in line) + LABEL_HEIGHT + GAP for line in lines)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from perceptsr.archs.discriminators import VGGStyleDiscriminator, VGGStyleDiscriminatorConfig
 from perceptsr.archs.fxsr import FxSRNetConfig
-from perceptsr.conditions.tmap import random_smooth_maps
+from perceptsr.conditions.tmap import TSampling, draw_t
 from perceptsr.config import require
 from perceptsr.losses import LossWeights, PerceptualLoss, discriminator_loss, relativistic_terms
 from perceptsr.methods.base import Batch, Method, Phase, basicsr_gan_phase, check_patch_size
@@ -41,7 +41,7 @@ class FxSRConfig:
     generator: FxSRNetConfig = field(default_factory=FxSRNetConfig)
     discriminator: VGGStyleDiscriminatorConfig = field(default_factory=VGGStyleDiscriminatorConfig)
     objective: Literal["pd", "ds"] = "pd"
-    t_sampling: Literal["batch", "sample", "spatial"] = "batch"
+    t_sampling: TSampling = "batch"
     blobs: int = 3  # Gaussian blobs per random map (t_sampling: spatial)
     perceptual_layers: tuple[str, ...] = ()  # () = the objective's: PD_LAYERS or DS_LAYERS
     pixel_weight: float = 1e-2  # L1 weight at t = 1 (pd); the fixed L1 weight (ds)
@@ -96,17 +96,10 @@ class FxSR(Method):
         size = self.config.discriminator.input_size
         check_patch_size(batch, size, "VGG-style", f"set data.patch_size={size}")
 
-    def draw_t(self, batch: int, height: int, width: int, rng: torch.Generator) -> Tensor:
-        """t maps (batch,1,height,width) on the CPU, drawn from `rng` as `t_sampling` says."""
-        kind = self.config.t_sampling
-        if kind == "spatial":
-            return random_smooth_maps(batch, height, width, blobs=self.config.blobs, generator=rng)
-        values = torch.rand((1 if kind == "batch" else batch, 1, 1, 1), generator=rng)
-        return values.expand(batch, 1, height, width).clone()
-
     def prepare(self, batch: Batch, phase: str, rng: torch.Generator) -> Batch:
         n, _, height, width = batch.lr.shape
-        t = self.draw_t(n, height, width, rng).to(device=batch.lr.device, dtype=batch.lr.dtype)
+        t = draw_t(self.config.t_sampling, n, height, width, blobs=self.config.blobs, generator=rng)
+        t = t.to(device=batch.lr.device, dtype=batch.lr.dtype)
         return Batch(batch.lr, batch.hr, {**batch.extras, "t": t})
 
     def make_sr(self, batch: Batch, phase: str) -> Tensor:

@@ -16,9 +16,11 @@ from torch import Tensor, nn
 from perceptsr.errors import InputError
 from perceptsr.metrics.consistency import lr_psnr
 from perceptsr.metrics.niqe import niqe
+from perceptsr.metrics.periodic import lattice_artifacts, lattice_score
 from perceptsr.metrics.psnr_ssim import psnr, ssim
 
-__all__ = ["METRICS", "MetricInputs", "MetricSpec", "check_metrics", "lr_psnr", "niqe", "psnr", "ssim"]
+__all__ = ["METRICS", "MetricInputs", "MetricSpec", "check_metrics", "lattice_artifacts", "lattice_score", "lr_psnr",
+           "niqe", "psnr", "ssim"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,11 @@ METRICS: dict[str, MetricSpec] = {
         "MATLAB-parity NIQE on Y, crop {crop}"),
     "lpips": MetricSpec(
         "lpips", "LPIPS", _lpips, ("hr", "lpips"), False, "LPIPS v0.1 {net}, RGB, crop {crop}"),
+    "lattice": MetricSpec(
+        "lattice", "Lattice",
+        lambda i: lattice_artifacts(i.sr, i.hr, scale=i.scale, crop_border=i.crop_border), ("hr",), False,
+        "dB, how much more SR's spectrum peaks than HR's at the x{scale} sampling lattice (k/{scale} cycles/pixel; "
+        "0 = as HR), Y, crop {crop}"),
 }
 
 

@@ -1,0 +1,117 @@
+"""FxSR-Nat: FxSR's control (one generator for every t in [0,1], per-pixel t maps) trained with NatSR's losses,
+which need no ImageNet weights. The project's own recipe (the bundled `fxsr-nat-x4`), not a published method.
+
+Objective at t (per sample, or per pixel for the L1 term's weight, see losses/weighted.py):
+    L1 + t·(naturalness_weight·(−log NMD(SR)) + adversarial_weight·RaGAN)
+so t = 0 is the PSNR model's objective (L1 alone) and t = 1 NatSR's GAN objective. The NMD is a frozen natural
+manifold discriminator from a natsr run's nmd phase (`nmd_init`, e.g. configs/bundled/nmd_cpu.yaml); `image` is
+NatSR's spectral-norm discriminator, trained with RaGAN on SR of every t. The generator starts from an MSRResNet
+PSNR model (`init`): its SFT layers start as identities, so training starts at that model for every t.
+The NMD and the RaGAN logit are one number per image, so a t map weighs them by its per-sample mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F  # noqa: N812
+
+from perceptsr.archs.fxsr_msrresnet import FxMSRResNetConfig
+from perceptsr.archs.natsr import NMD, NatSRDiscriminator, NatSRDiscriminatorConfig, NMDConfig
+from perceptsr.conditions.tmap import TSampling, draw_t
+from perceptsr.config import require
+from perceptsr.errors import CheckpointError, describe_mismatch
+from perceptsr.losses import discriminator_loss
+from perceptsr.losses.weighted import weighted_l1, weighted_ragan
+from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase
+from perceptsr.methods.transfer import transfer_weights
+
+
+def _gan_phase() -> dict[str, Phase]:
+    adam = OptimizerConfig(learning_rate=1e-4, betas=(0.9, 0.999))
+    return {"gan": Phase(iterations=10_000, trains=(GENERATOR, "image"), generator_optimizer=adam,
+                         discriminator_optimizer=adam, ema_decay=0.999)}
+
+
+@dataclass(frozen=True)
+class FxSRNatConfig:
+    generator: FxMSRResNetConfig = field(default_factory=FxMSRResNetConfig)
+    nmd: NMDConfig = field(default_factory=lambda: NMDConfig(num_feat=16))
+    discriminator: NatSRDiscriminatorConfig = field(default_factory=lambda: NatSRDiscriminatorConfig(num_feat=32))
+    nmd_init: str = "runs/nmd_cpu"  # a natsr run with an nmd phase, or an NMD checkpoint file
+    t_sampling: TSampling = "mixed"
+    blobs: int = 3  # Gaussian blobs per random map
+    pixel_weight: float = 1.0  # L1 at every t
+    naturalness_weight: float = 1e-3  # NatSR's, times t
+    adversarial_weight: float = 1e-3  # NatSR's (its two RaGAN terms summed), times t
+    phases: dict[str, Phase] = field(default_factory=_gan_phase)
+
+    def __post_init__(self) -> None:
+        require(set(self.phases) == {"gan"}, "phases", f"fxsr_nat has the one phase gan, got {sorted(self.phases)}")
+        require(set(self.phases["gan"].trains) == {GENERATOR, "image"}, "phases.gan.trains",
+                "fxsr_nat trains [generator, image] (the NMD stays frozen)")
+        require(self.blobs >= 0, "blobs", f"must be >= 0, got {self.blobs}")
+
+
+class FxSRNat(Method):
+    """FxMSRResNet generator; discriminators `image` (trained) and `nmd` (frozen, loaded in build_losses)."""
+
+    no_gradient_penalty = {"nmd": "the NMD is a frozen naturalness classifier, not a critic"}
+
+    def __init__(self, config: FxSRNatConfig) -> None:
+        super().__init__(config, self.make_generator(config), image=NatSRDiscriminator(config.discriminator),
+                         nmd=NMD(config.nmd))
+
+    def build_losses(self) -> None:
+        from perceptsr.convert.natsr import load_nmd_state
+
+        state = load_nmd_state(self.config.nmd_init)
+        try:
+            self.discriminators["nmd"].load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            reason = describe_mismatch(self.discriminators["nmd"], state, error)
+            raise CheckpointError(f"model.nmd_init {self.config.nmd_init} does not fit model.nmd: {reason}") from None
+        self.discriminators["nmd"].requires_grad_(False)
+
+    def prepare(self, batch: Batch, phase: str, rng: torch.Generator) -> Batch:
+        n, _, height, width = batch.lr.shape
+        t = draw_t(self.config.t_sampling, n, height, width, blobs=self.config.blobs, generator=rng)
+        return Batch(batch.lr, batch.hr, {**batch.extras, "t": t.to(device=batch.lr.device, dtype=batch.lr.dtype)})
+
+    def make_sr(self, batch: Batch, phase: str) -> Tensor:
+        return self.generator(batch.lr, t=batch.extras["t"])
+
+    def generator_losses(self, batch: Batch, sr: Tensor, phase: str) -> dict[str, Tensor]:
+        cfg, t = self.config, batch.extras["t"]
+        per_sample = t.mean(dim=(1, 2, 3))
+        natural = self.discriminators["nmd"](sr).view(-1)
+        # −log σ(z) per image, in its stable form; weighted by each image's mean t.
+        naturalness = F.binary_cross_entropy_with_logits(natural, torch.ones_like(natural), reduction="none")
+        image = self.discriminators["image"]
+        return {"l1": weighted_l1(sr, batch.hr, cfg.pixel_weight),
+                "naturalness": cfg.naturalness_weight * (per_sample * naturalness).mean(),
+                "adversarial": 2 * weighted_ragan(image(sr), image(batch.hr), cfg.adversarial_weight * t)}
+
+    def discriminator_losses(self, batch: Batch, sr: Tensor | None, phase: str) -> dict[str, Tensor]:
+        image = self.discriminators["image"]
+        return {"adversarial": 2 * discriminator_loss("ragan", image(batch.hr), image(sr))}
+
+    def after_step(self, step: int, phase: str, batch: Batch) -> dict[str, float]:
+        return {"t": float(batch.extras["t"].mean())}
+
+    def init_generator(self, state_dict: dict[str, Tensor]) -> None:
+        """Start from an MSRResNet PSNR model (SFT layers and condition net stay identities) or a whole model."""
+        def conditional(key: str) -> bool:
+            return ".sft." in key or key.startswith("cond_net.")
+
+        whole = any(conditional(key) for key in state_dict)
+
+        def identities() -> None:
+            for block in self.generator.body:
+                block.start_as_identity()
+
+        transfer_weights(self.generator, state_dict, fresh=lambda key: not whole and conditional(key),
+                         reset=None if whole else identities,
+                         hint=" (expected an msrresnet model of the same size, e.g. srresnet-x4, or an fxsr_nat run)")
