@@ -522,11 +522,15 @@ def test_demo_checks_every_output_before_writing_any(tmp_path: Path, capsys: pyt
 
 def test_demo_default_models_include_every_bundled_one() -> None:
     from perceptsr.cli.commands import demo_model_names
+    from perceptsr.conditions import parse_model_spec
     from perceptsr.zoo.models import BUNDLED, bundled_path, default_model
 
     names = demo_model_names()
     assert names[0] == "bicubic" and default_model() in names
-    assert {n for n in BUNDLED if bundled_path(n)} <= set(names) and len(set(names)) == len(names)
+    assert {n for n in BUNDLED if bundled_path(n)} <= {name.split(":")[0] for name in names}
+    assert len(set(names)) == len(names)
+    for name in names:  # every default column parses as a model spec (a controllable model's t settings too)
+        assert parse_model_spec(name).source in {"bicubic", *BUNDLED}
 
 
 @pytest.mark.parametrize("extra", [["--model", "bicubic:t=0.3"], ["--model", "bicubic", "--t", "0.3"],

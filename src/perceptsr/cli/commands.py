@@ -143,10 +143,12 @@ def cmd_upscale(*, inputs: list[Path], output: Path, model: ModelSpec, scale: in
 
 
 def demo_model_names() -> list[str]:
-    """bicubic, the default model and every bundled model this install carries (the perceptual ones among them)."""
+    """bicubic, the default model and every bundled model this install carries (the perceptual ones among them);
+    a controllable one as its `demo` settings say (fxsr-nat-x4 at t = 0 and t = 1)."""
     from perceptsr.zoo.models import BUNDLED, bundled_path, default_model
 
-    return list(dict.fromkeys(["bicubic", default_model(), *(n for n in BUNDLED if bundled_path(n))]))
+    bundled = [name + suffix for name, entry in BUNDLED.items() if bundled_path(name) for suffix in entry.demo]
+    return list(dict.fromkeys(["bicubic", default_model(), *bundled]))
 
 
 def folder_name(label: str) -> str:

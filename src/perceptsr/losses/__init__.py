@@ -34,8 +34,8 @@ from perceptsr.losses.weighted import (
 
 PixelKind = Literal["l1", "mse", "charbonnier"]
 __all__ = ["ADVERSARIAL_KINDS", "AdversarialKind", "LossWeights", "PerceptualLoss", "PixelKind", "Weight",
-           "discriminator_loss", "fit_weight", "generator_loss", "gradient_penalty", "pixel_loss", "weighted_l1",
-           "relativistic_terms", "weighted_mean", "weighted_ragan"]
+           "discriminator_loss", "fit_weight", "generator_loss", "gradient_penalty", "lattice_loss", "pixel_loss",
+           "weighted_l1", "relativistic_terms", "weighted_mean", "weighted_ragan"]
 
 
 def pixel_loss(kind: PixelKind, sr: Tensor, hr: Tensor, *, eps: float = 1e-3) -> Tensor:
@@ -47,3 +47,21 @@ def pixel_loss(kind: PixelKind, sr: Tensor, hr: Tensor, *, eps: float = 1e-3) ->
     if kind == "charbonnier":
         return torch.sqrt((sr - hr).square() + eps * eps).mean()
     raise ConfigError(f"unknown pixel loss {kind!r}; known: l1, mse, charbonnier")
+
+
+def lattice_loss(sr: Tensor, hr: Tensor, scale: int) -> Tensor:
+    """How much of SR − HR repeats with the upsampler's period: mean |m_ab − m| over the scale×scale sampling phases.
+
+    m_ab is the mean of d = sr − hr over the pixels at (y mod scale, x mod scale) = (a, b) of each image and channel,
+    m the mean over all of them. The DFT of d at the lattice frequencies (k/scale, l/scale) is a fixed linear map
+    of these phase means, so they are exactly the energy `metrics.periodic` measures as lattice artifacts; textures
+    average out over a patch, a checkerboard or grid from a sub-pixel upsampler does not. Measured against HR, so
+    a periodic structure the ground truth has (a brick wall) costs nothing. Each pixel's gradient has the size of
+    L1's, but the same sign across its phase: an adversarial gradient through strided convs or max-pooling (which
+    is itself periodic) cannot build a lattice against it.
+    """
+    n, c, height, width = sr.shape
+    height, width = height - height % scale, width - width % scale
+    d = (sr - hr)[..., :height, :width].float()
+    phases = d.reshape(n, c, height // scale, scale, width // scale, scale).mean(dim=(2, 4))
+    return (phases - phases.mean(dim=(2, 3), keepdim=True)).abs().mean()

@@ -2,11 +2,14 @@
 which need no ImageNet weights. The project's own recipe (the bundled `fxsr-nat-x4`), not a published method.
 
 Objective at t (per sample, or per pixel for the L1 term's weight, see losses/weighted.py):
-    L1 + t·(naturalness_weight·(−log NMD(SR)) + adversarial_weight·RaGAN)
-so t = 0 is the PSNR model's objective (L1 alone) and t = 1 NatSR's GAN objective. The NMD is a frozen natural
-manifold discriminator from a natsr run's nmd phase (`nmd_init`, e.g. configs/bundled/nmd_cpu.yaml); `image` is
-NatSR's spectral-norm discriminator, trained with RaGAN on SR of every t. The generator starts from an MSRResNet
-PSNR model (`init`): its SFT layers start as identities, so training starts at that model for every t.
+    L1 + lattice_weight·lattice + t·(naturalness_weight·(−log NMD(SR)) + adversarial_weight·RaGAN)
+so t = 0 is the PSNR model's objective and t = 1 NatSR's GAN objective, plus a term NatSR does not have:
+`losses.lattice_loss`, which forbids what the GAN terms otherwise grow within a few hundred steps through the
+sub-pixel upsampler: a checkerboard/grid at the sampling lattice (metrics.periodic measures it).
+The NMD is a frozen natural manifold discriminator from a natsr run's nmd phase (`nmd_init`, e.g.
+configs/bundled/nmd_cpu.yaml); `image` is NatSR's spectral-norm discriminator, trained with RaGAN on SR of every
+t. The generator starts from an MSRResNet PSNR model (`init`): its SFT layers start as identities, so training
+starts at that model for every t; they learn at `condition_learning_rate_scale` times the rate.
 The NMD and the RaGAN logit are one number per image, so a t map weighs them by its per-sample mean.
 """
 
@@ -23,10 +26,15 @@ from perceptsr.archs.natsr import NMD, NatSRDiscriminator, NatSRDiscriminatorCon
 from perceptsr.conditions.tmap import TSampling, draw_t
 from perceptsr.config import require
 from perceptsr.errors import CheckpointError, describe_mismatch
-from perceptsr.losses import discriminator_loss
+from perceptsr.losses import discriminator_loss, lattice_loss
 from perceptsr.losses.weighted import weighted_l1, weighted_ragan
-from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase
+from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, ParamGroup, Phase
 from perceptsr.methods.transfer import transfer_weights
+
+
+def conditional(key: str) -> bool:
+    """The generator's t-conditioning parameters (FxMSRResNet keys)."""
+    return ".sft." in key or key.startswith("cond_net.")
 
 
 def _gan_phase() -> dict[str, Phase]:
@@ -46,6 +54,8 @@ class FxSRNatConfig:
     pixel_weight: float = 1.0  # L1 at every t
     naturalness_weight: float = 1e-3  # NatSR's, times t
     adversarial_weight: float = 1e-3  # NatSR's (its two RaGAN terms summed), times t
+    lattice_weight: float = 1.0  # losses.lattice_loss at every t: no periodic pattern at the upsampler's lattice
+    condition_learning_rate_scale: float = 5.0  # the SFT layers and condition net start at identity: learn faster
     phases: dict[str, Phase] = field(default_factory=_gan_phase)
 
     def __post_init__(self) -> None:
@@ -53,6 +63,8 @@ class FxSRNatConfig:
         require(set(self.phases["gan"].trains) == {GENERATOR, "image"}, "phases.gan.trains",
                 "fxsr_nat trains [generator, image] (the NMD stays frozen)")
         require(self.blobs >= 0, "blobs", f"must be >= 0, got {self.blobs}")
+        require(self.condition_learning_rate_scale > 0, "condition_learning_rate_scale",
+                f"must be > 0, got {self.condition_learning_rate_scale}")
 
 
 class FxSRNat(Method):
@@ -91,6 +103,7 @@ class FxSRNat(Method):
         naturalness = F.binary_cross_entropy_with_logits(natural, torch.ones_like(natural), reduction="none")
         image = self.discriminators["image"]
         return {"l1": weighted_l1(sr, batch.hr, cfg.pixel_weight),
+                "lattice": cfg.lattice_weight * lattice_loss(sr, batch.hr, self.generator.scale),
                 "naturalness": cfg.naturalness_weight * (per_sample * naturalness).mean(),
                 "adversarial": 2 * weighted_ragan(image(sr), image(batch.hr), cfg.adversarial_weight * t)}
 
@@ -101,11 +114,16 @@ class FxSRNat(Method):
     def after_step(self, step: int, phase: str, batch: Batch) -> dict[str, float]:
         return {"t": float(batch.extras["t"].mean())}
 
+    def parameter_groups(self, network: str, phase: str) -> list[ParamGroup]:
+        """The conditional layers (SFT, condition net) at `condition_learning_rate_scale` times the phase's rate."""
+        if network != GENERATOR:
+            return super().parameter_groups(network, phase)
+        named = list(self.generator.named_parameters())
+        return [ParamGroup([p for n, p in named if conditional(n)], lr_scale=self.config.condition_learning_rate_scale),
+                ParamGroup([p for n, p in named if not conditional(n)])]
+
     def init_generator(self, state_dict: dict[str, Tensor]) -> None:
         """Start from an MSRResNet PSNR model (SFT layers and condition net stay identities) or a whole model."""
-        def conditional(key: str) -> bool:
-            return ".sft." in key or key.startswith("cond_net.")
-
         whole = any(conditional(key) for key in state_dict)
 
         def identities() -> None:

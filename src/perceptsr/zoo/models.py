@@ -20,6 +20,7 @@ class BundledModel:
     file: str
     scale: int
     description: str
+    demo: tuple[str, ...] = ("",)  # `perceptsr demo`'s default columns: option suffixes of the name, one each
 
 
 BUNDLED: dict[str, BundledModel] = {

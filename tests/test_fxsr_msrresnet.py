@@ -1,0 +1,52 @@
+"""fxsr_msrresnet (the bundled fxsr-nat-x4's arch) and the fxsr_nat method's start: started from an MSRResNet it
+*is* that MSRResNet for every t; a painted t map changes the output only within the receptive field of the paint."""
+
+from __future__ import annotations
+
+import torch
+
+from perceptsr.archs.fxsr_msrresnet import FxMSRResNet, FxMSRResNetConfig
+from perceptsr.archs.srresnet import MSRResNet, MSRResNetConfig
+from perceptsr.methods.fxsr_nat import FxSRNat, FxSRNatConfig
+
+BLOCKS = 2
+
+
+def tiny() -> FxMSRResNet:
+    torch.manual_seed(0)
+    return FxMSRResNet(FxMSRResNetConfig(scale=4, num_feat=8, num_block=BLOCKS, cond_feat=4)).eval()
+
+
+def test_started_from_an_msrresnet_it_equals_it_for_every_t() -> None:
+    torch.manual_seed(1)
+    source = MSRResNet(MSRResNetConfig(scale=4, num_feat=8, num_block=BLOCKS)).eval()
+    method = FxSRNat(FxSRNatConfig(generator=FxMSRResNetConfig(scale=4, num_feat=8, num_block=BLOCKS, cond_feat=4)))
+    method.init_generator(source.state_dict())
+    lr = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        expected = source(lr)
+        for t in (0.0, 1.0, torch.rand(1, 1, 12, 10)):
+            assert torch.equal(method.generator.eval()(lr, t=t), expected)
+
+
+def test_a_painted_t_map_changes_only_the_painted_region_and_its_receptive_field() -> None:
+    model = tiny()
+    with torch.no_grad():  # a trained-looking net: conditions that matter (fresh SFT layers move little)
+        for name, param in model.named_parameters():
+            if "SFT_shift_conv1" in name or name.startswith(("upconv", "conv_hr", "conv_last")):
+                param.mul_(20)
+    lr = torch.rand(1, 3, 40, 40)
+    t = torch.zeros(1, 1, 40, 40)
+    painted = t.clone()
+    painted[..., 18:22, 18:22] = 1.0
+    with torch.no_grad():
+        difference = (model(lr, t=painted) - model(lr, t=t)).abs().amax(dim=(0, 1))
+    # a uniform t takes a one-pixel shortcut (archs.fxsr._t_map): outside the paint the two differ by rounding only
+    changed = difference > 1e-4 * difference.max()
+    # LR receptive radius: conv_first 1, 2 per block, upconv1 1, then three HR-side 3x3 convs (under 1 LR pixel)
+    radius = (1 + 2 * BLOCKS + 1 + 1) * 4
+    rows, cols = changed.nonzero(as_tuple=True)
+    assert changed[18 * 4:22 * 4, 18 * 4:22 * 4].all()
+    assert rows.min() >= 18 * 4 - radius and rows.max() < 22 * 4 + radius
+    assert cols.min() >= 18 * 4 - radius and cols.max() < 22 * 4 + radius
+    assert not changed[:18 * 4 - radius].any() and not changed[:, 22 * 4 + radius:].any()
