@@ -91,6 +91,8 @@ def test_crop_size_and_zoom(tmp_path: Path) -> None:
     height = Image.open(tmp_path / "b" / "comparison.png").size[1]
     assert height == 80 + 16 * 6 + 2 * (LABEL_HEIGHT + GAP)
     assert compare.ZOOM <= 6 <= compare.MAX_FIT_ZOOM
+    assert main([*argv, "-o", str(tmp_path / "c"), "--crop-zoom", "3", "--crops-only"]) == 0
+    assert Image.open(tmp_path / "c" / "comparison.png").size[1] == 16 * 3 + LABEL_HEIGHT + GAP  # the crop line only
 
 
 def test_fitted_zoom_is_at_least_the_default_and_shows_a_two_pixel_pattern() -> None:
@@ -131,6 +133,7 @@ def test_hr_refuses_a_model_of_another_scale(tmp_path: Path, capsys: pytest.Capt
 @pytest.mark.parametrize(("extra", "message"), [
     (["--model", "bicubic:label=HR"], "labelled HR"),
     (["--model", "bicubic", "--crop-zoom", "0"], "--crop-zoom must be at least 1"),
+    (["--model", "bicubic", "--crop-size", "0", "--crops-only"], "--crops-only needs"),
 ])
 def test_hr_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str) -> None:
     hr = ground_truth(tmp_path / "in")

@@ -98,7 +98,7 @@ def test_srgan_run_has_no_curriculum_panels(tmp_path: Path) -> None:
     assert run.label == "srgan (srgan)"
     assert [p[0] for p in run.phases] == ["pretrain", "gan"] and run.phases[0][2] == 20
     panels = plot_runs([run], tmp_path / "srgan.png")
-    assert panels == ["generator loss terms", "discriminator loss terms", "validation", "learning rate (generator)"]
+    assert panels == ["generator loss terms", "discriminator loss terms", "validation", "learning rate"]
     assert_picture(tmp_path / "srgan.png", panels=4)
 
 

@@ -163,7 +163,7 @@ HR_COLUMN = "HR"
 
 def cmd_demo(*, inputs: list[Path], output: Path, models: list[ModelSpec], run: RunOptions, max_pixels: int,
              overwrite: bool = False, quiet: bool = False, hr: bool = False, crop_size: int | None = None,
-             crop_zoom: int | None = None) -> int:
+             crop_zoom: int | None = None, crops_only: bool = False) -> int:
     """Every model on every input (x4) and one comparison picture. Every output is checked, every input read and
     every model loaded before the first file is written, so a refusal leaves nothing half done.
 
@@ -182,6 +182,8 @@ def cmd_demo(*, inputs: list[Path], output: Path, models: list[ModelSpec], run: 
     crop_size = CROP if crop_size is None else crop_size
     if crop_zoom is not None and crop_zoom < 1:
         raise InputError(f"--crop-zoom must be at least 1, got {crop_zoom}")
+    if crops_only and not crop_size:
+        raise InputError("--crops-only needs the magnified regions: a --crop-size above 0")
     folders = [folder_name(spec.label) for spec in models]
     if len(set(folders)) < len(folders):
         raise InputError("two models would share an output folder: give each a distinct label (MODEL:label=NAME)")
@@ -223,7 +225,8 @@ def cmd_demo(*, inputs: list[Path], output: Path, models: list[ModelSpec], run: 
             row[HR_COLUMN] = truth
     for out, sr, alpha, image in results:
         write_image(out, sr, alpha=alpha, grayscale=image.grayscale, overwrite=overwrite)
-    picture = side_by_side(rows, scale=DEMO_SCALE, crop=crop_size, zoom=crop_zoom, reference=HR_COLUMN if hr else None)
+    picture = side_by_side(rows, scale=DEMO_SCALE, crop=crop_size, zoom=crop_zoom, reference=HR_COLUMN if hr else None,
+                           crops_only=crops_only)
     write_image(comparison, picture, overwrite=overwrite)
     for spec, folder in zip(models, folders, strict=True):
         print(one_line(f"{spec.label:14s} -> {output / folder}/"))  # noqa: T201

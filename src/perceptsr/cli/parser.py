@@ -296,7 +296,7 @@ def bind_demo(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]
     texts = a.model or commands.demo_model_names()
     return commands.cmd_demo, dict(inputs=a.inputs, output=a.output, models=model_specs(a, texts), run=run_options(a),
                                    max_pixels=a.max_pixels, overwrite=a.overwrite, quiet=a.quiet, hr=a.hr,
-                                   crop_size=a.crop_size, crop_zoom=a.crop_zoom)
+                                   crop_size=a.crop_size, crop_zoom=a.crop_zoom, crops_only=a.crops_only)
 
 
 def bind_segment(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
@@ -465,6 +465,8 @@ def build_parser() -> Parser:
     p.add_argument("--crop-zoom", type=count_type, default=None, metavar="N",
                    help=f"nearest-neighbour magnification of that region, so every pixel shows (default: as much as "
                    f"a column's width holds, {ZOOM} to {MAX_FIT_ZOOM})")
+    p.add_argument("--crops-only", action="store_true",
+                   help="comparison.png shows only the magnified regions (a compact figure, e.g. for a model card)")
     add_conditions(p)
     add_run_options(p)
     add_max_pixels(p)

@@ -169,7 +169,7 @@ def panels_for(runs: list[RunLog]) -> list[Panel]:
         Panel("discriminator loss terms", [k for k in keys if k.startswith("d_")], smooth=True),
         Panel("validation", [k for k in keys if k == "val_psnr"], right=[k for k in keys if k == "val_ssim"],
               markers=True, unit="PSNR (dB)"),
-        Panel("learning rate (generator)", [k for k in keys if k == "lr"], log=True),
+        Panel("learning rate", [k for k in keys if k == "lr"], log=True),
         Panel("NatSR curriculum: NMD noise σ and blend α", [k for k in keys if k in ("nmd_sigma", "nmd_alpha")],
               steps=True),
         Panel("NMD validation accuracy", [k for k in keys if k.startswith("nmd_val_")], markers=True, unit="%"),

@@ -23,7 +23,7 @@ OUTLINE = (255, 32, 32)
 
 
 def side_by_side(rows: list[dict[str, Tensor]], *, scale: int, crop: int | None = CROP, zoom: int | None = ZOOM,
-                 reference: str | None = None) -> Tensor:
+                 reference: str | None = None, crops_only: bool = False) -> Tensor:
     """Tile `rows` (label -> (1,3,h,w) image) into one (1,3,H,W) picture; LR-sized entries are enlarged
     with nearest neighbour by `scale` so every column shows the same field of view at the same size.
 
@@ -31,7 +31,8 @@ def side_by_side(rows: list[dict[str, Tensor]], *, scale: int, crop: int | None 
     column, enlarged `zoom` times with nearest neighbour and labelled like its column (`zoom=None`: as much as the
     narrowest column holds, between ZOOM and MAX_FIT_ZOOM, so a 2-pixel pattern spans 8 or more screen pixels).
     The region is found in the `reference` column when given (the ground truth: where the real texture is, whatever
-    the models made of it), else in the bicubic upscale of the LR-sized column.
+    the models made of it), else in the bicubic upscale of the LR-sized column. `crops_only` keeps just the
+    magnified lines: a compact figure (a model card's) where the texture is all that is compared.
     """
     columns = list(rows[0])
     font = _font()
@@ -46,7 +47,8 @@ def side_by_side(rows: list[dict[str, Tensor]], *, scale: int, crop: int | None 
         top, left, size = box
         times = zoom or max(ZOOM, min(MAX_FIT_ZOOM, min(p.shape[1] for p in pixels) // size))
         crops = [np.kron(p[top:top + size, left:left + size], np.ones((times, times, 1), np.uint8)) for p in pixels]
-        lines.append([(c, _outlined(p, box)) for c, p in zip(columns, pixels, strict=True)])
+        if not crops_only:
+            lines.append([(c, _outlined(p, box)) for c, p in zip(columns, pixels, strict=True)])
         lines.append([(f"{c} (x{times} crop)", z) for c, z in zip(columns, crops, strict=True)])
     widths = [max(p.shape[1] for _, p in (line[i] for line in lines)) for i in range(len(columns))]
     width = sum(widths) + GAP * (len(columns) - 1)

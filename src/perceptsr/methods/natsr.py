@@ -25,7 +25,7 @@ from perceptsr.archs.natsr import NMD, FRSRConfig, NatSRDiscriminator, NatSRDisc
 from perceptsr.config import require
 from perceptsr.data.nmd import Curriculum, NMDValidation, TexturedDataset, nmd_batch
 from perceptsr.errors import CheckpointError, ConfigError, describe_mismatch
-from perceptsr.losses import discriminator_loss, generator_loss
+from perceptsr.losses import discriminator_loss, generator_loss, lattice_loss
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
 
 PHASES = ("nmd", "pretrain", "gan")
@@ -73,6 +73,7 @@ class NatSRConfig:
     pixel_weight: float = 1.0  # L1 in the gan phase
     naturalness_weight: float = 1e-3  # −log NMD(SR)
     adversarial_weight: float = 1e-3  # RaGAN (the original's sum of its two terms)
+    lattice_weight: float = 0.0  # losses.lattice_loss in the gan phase: not the paper's (0); see the bundled card
     phases: dict[str, Phase] = field(default_factory=_paper_phases)
 
     def __post_init__(self) -> None:
@@ -166,8 +167,11 @@ class NatSR(Method):
         # −log σ(z) in its stable form (the original adds 1e-10 inside the log); the RaGAN sum has no ½.
         naturalness = F.binary_cross_entropy_with_logits(natural, torch.ones_like(natural))
         adversarial = 2 * generator_loss("ragan", image(sr), image(batch.hr))
-        return {"l1": cfg.pixel_weight * l1, "naturalness": cfg.naturalness_weight * naturalness,
-                "adversarial": cfg.adversarial_weight * adversarial}
+        terms = {"l1": cfg.pixel_weight * l1, "naturalness": cfg.naturalness_weight * naturalness,
+                 "adversarial": cfg.adversarial_weight * adversarial}
+        if cfg.lattice_weight:
+            terms["lattice"] = cfg.lattice_weight * lattice_loss(sr, batch.hr, self.generator.scale)
+        return terms
 
     def discriminator_losses(self, batch: Batch, sr: Tensor | None, phase: str) -> dict[str, Tensor]:
         if phase == "nmd":
