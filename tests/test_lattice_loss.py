@@ -39,10 +39,10 @@ def test_a_grid_at_the_lattice_costs_its_amplitude_and_noise_little() -> None:
 def test_odd_sizes_and_gradient_descent_removes_the_lattice() -> None:
     hr = image(size=50)[..., :50, :47]
     sr = (hr + lattice(50, 4, 4 / 255)[..., :47]).clone().requires_grad_(True)
-    before = float(lattice_loss(sr, hr, 4))
+    before = lattice_loss(sr, hr, 4).item()
     optimizer = torch.optim.SGD([sr], lr=10.0)
     for _ in range(100):
         optimizer.zero_grad()
         lattice_loss(sr, hr, 4).backward()
         optimizer.step()
-    assert float(lattice_loss(sr, hr, 4)) < before / 4
+    assert lattice_loss(sr, hr, 4).item() < before / 4
