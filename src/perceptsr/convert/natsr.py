@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from perceptsr.archs.natsr import FRSR, NMD, FRSRConfig, NMDConfig
 from perceptsr.convert import Converted, count_indexed, reference_state, remap, shape_of
@@ -171,3 +171,17 @@ def load_nmd_state(source: str | Path) -> dict[str, Tensor]:
         return convert_nmd_tf(state)[1]
     return {key: value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
             for key, value in state.items()}
+
+
+def load_nmd(nmd: nn.Module, source: str | Path) -> None:
+    """Load `load_nmd_state(source)` into `nmd` strictly: the frozen NMD of NatSR's gan phase and of fxsr_nat.
+
+    A mismatch is a CheckpointError naming the config key (`model.nmd_init`) and the first differing tensor."""
+    from perceptsr.errors import describe_mismatch
+
+    state = load_nmd_state(source)
+    try:
+        nmd.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        reason = describe_mismatch(nmd, state, error)
+        raise CheckpointError(f"model.nmd_init {source} does not fit model.nmd: {reason}") from None

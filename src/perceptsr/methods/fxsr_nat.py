@@ -25,7 +25,6 @@ from perceptsr.archs.fxsr_msrresnet import FxMSRResNetConfig
 from perceptsr.archs.natsr import NMD, NatSRDiscriminator, NatSRDiscriminatorConfig, NMDConfig
 from perceptsr.conditions.tmap import TSampling, draw_t
 from perceptsr.config import require
-from perceptsr.errors import CheckpointError, describe_mismatch
 from perceptsr.losses import discriminator_loss, lattice_loss
 from perceptsr.losses.weighted import weighted_l1, weighted_ragan
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, ParamGroup, Phase
@@ -77,14 +76,9 @@ class FxSRNat(Method):
                          nmd=NMD(config.nmd))
 
     def build_losses(self) -> None:
-        from perceptsr.convert.natsr import load_nmd_state
+        from perceptsr.convert.natsr import load_nmd
 
-        state = load_nmd_state(self.config.nmd_init)
-        try:
-            self.discriminators["nmd"].load_state_dict(state, strict=True)
-        except RuntimeError as error:
-            reason = describe_mismatch(self.discriminators["nmd"], state, error)
-            raise CheckpointError(f"model.nmd_init {self.config.nmd_init} does not fit model.nmd: {reason}") from None
+        load_nmd(self.discriminators["nmd"], self.config.nmd_init)
         self.discriminators["nmd"].requires_grad_(False)
 
     def prepare(self, batch: Batch, phase: str, rng: torch.Generator) -> Batch:

@@ -24,7 +24,7 @@ from torch.nn import functional as F  # noqa: N812
 from perceptsr.archs.natsr import NMD, FRSRConfig, NatSRDiscriminator, NatSRDiscriminatorConfig, NMDConfig
 from perceptsr.config import require
 from perceptsr.data.nmd import Curriculum, NMDValidation, TexturedDataset, nmd_batch
-from perceptsr.errors import CheckpointError, ConfigError, describe_mismatch
+from perceptsr.errors import ConfigError
 from perceptsr.losses import discriminator_loss, generator_loss, lattice_loss
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
 
@@ -115,17 +115,10 @@ class NatSR(Method):
 
     def build_losses(self) -> None:
         """Load `nmd_init` (only for training: exporting a run never reads it)."""
-        from perceptsr.convert.natsr import load_nmd_state
+        from perceptsr.convert.natsr import load_nmd
 
-        source = self.config.nmd_init
-        if source is None or "nmd" not in self.discriminators:
-            return
-        state = load_nmd_state(source)
-        try:
-            self.discriminators["nmd"].load_state_dict(state, strict=True)
-        except RuntimeError as error:
-            reason = describe_mismatch(self.discriminators["nmd"], state, error)
-            raise CheckpointError(f"model.nmd_init {source} does not fit model.nmd: {reason}") from None
+        if self.config.nmd_init is not None and "nmd" in self.discriminators:
+            load_nmd(self.discriminators["nmd"], self.config.nmd_init)
 
     def train_dataset(self, data: Any, *, scale: int, progress: bool) -> torch.utils.data.Dataset:
         dataset = super().train_dataset(data, scale=scale, progress=progress)
