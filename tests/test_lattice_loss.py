@@ -46,3 +46,18 @@ def test_odd_sizes_and_gradient_descent_removes_the_lattice() -> None:
         lattice_loss(sr, hr, 4).backward()
         optimizer.step()
     assert lattice_loss(sr, hr, 4).item() < before / 4
+
+
+def test_antialiased_discriminator_is_blind_to_a_checkerboard_and_keeps_the_keys() -> None:
+    from perceptsr.archs.natsr import NatSRDiscriminator, NatSRDiscriminatorConfig, blur_downsample
+
+    board = lattice(32, 2, 1.0)[:1, :1]
+    assert blur_downsample(board)[..., 1:-1, 1:-1].abs().max() < 1e-6  # the Nyquist pattern is gone (borders: padding)
+    assert blur_downsample(torch.ones(1, 1, 32, 32))[..., 1:-1, 1:-1].sub(1).abs().max() < 1e-6  # flat stays flat
+    torch.manual_seed(0)
+    plain = NatSRDiscriminator(NatSRDiscriminatorConfig(num_feat=2))
+    blurred = NatSRDiscriminator(NatSRDiscriminatorConfig(num_feat=2, antialias=True))
+    assert plain.state_dict().keys() == blurred.state_dict().keys()
+    blurred.load_state_dict(plain.state_dict())
+    for size in (16, 32, 96):
+        assert blurred(torch.rand(2, 3, size, size)).shape == (2, 1)
