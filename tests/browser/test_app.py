@@ -247,6 +247,13 @@ def test_corrupt_upload_shows_one_line_error(browser: Chromium, server: str, fil
     assert "\n" not in text.strip() and str(files["root"]) not in text
 
 
+SAW_QUEUE_WATCH = """
+window.sawQueue = false;
+new MutationObserver(() => { if (document.body.innerText.includes('queue')) window.sawQueue = true; })
+    .observe(document.body, {subtree: true, childList: true, characterData: true});
+"""
+
+
 def test_two_users_at_once_both_finish(browser: Chromium, server: str, files: dict[str, Path]) -> None:
     open_page(browser, server)
     first = browser.session
@@ -260,10 +267,14 @@ def test_two_users_at_once_both_finish(browser: Chromium, server: str, files: di
             browser.session = session
             upload(browser, files["big"])
             browser.wait_for("document.querySelector('#status').innerText.includes('upscales ×4')", 30)
+        # the second tab records whether its page ever showed its place in the queue: the first run may be short,
+        # so polling for the text could miss it
+        browser.session = second
+        browser.evaluate(SAW_QUEUE_WATCH)
         for session in (first, second):  # back to back: the second waits in the queue while the first runs
             browser.session = session
             browser.evaluate("document.querySelector('#run').click()")
-        browser.wait_for("document.body.innerText.includes('queue')", 20)  # the second sees its place
+        browser.wait_for("window.sawQueue", 20)  # the second saw its place
         for session in (first, second):
             browser.session = session
             browser.wait_for(DONE, 60)

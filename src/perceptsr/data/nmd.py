@@ -86,6 +86,11 @@ def texture_stats(patch: Tensor) -> tuple[float, float]:
     return float(gradient), float(x.var(unbiased=False))
 
 
+MIN_GRADIENT = 0.005  # NatSR's texture filter: mean squared gradient of a kept HR patch
+MIN_VARIANCE = 0.03  # and its variance (values in [0, 1])
+TEXTURE_TRIES = 10  # crops tried per sample before taking the most textured one
+
+
 class TexturedDataset(Dataset):
     """A training dataset whose patches pass the texture filter: each key retries its crop with derived seeds.
 
@@ -94,7 +99,8 @@ class TexturedDataset(Dataset):
     A pure function of the key, so resume stays exact.
     """
 
-    def __init__(self, base: Dataset, *, min_gradient: float, min_variance: float, tries: int) -> None:
+    def __init__(self, base: Dataset, *, min_gradient: float = MIN_GRADIENT, min_variance: float = MIN_VARIANCE,
+                 tries: int = TEXTURE_TRIES) -> None:
         if tries < 1:
             raise ConfigError(f"texture filter tries must be >= 1, got {tries}")
         self.base, self.min_gradient, self.min_variance, self.tries = base, min_gradient, min_variance, tries

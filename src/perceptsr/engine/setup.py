@@ -26,7 +26,7 @@ from perceptsr.methods.base import GENERATOR, Method
 
 MAX_SEED = 2**63 - 1
 
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: inference.fast.resolve_precision
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class TrainConfig:
     def check_device(self) -> None:
         """What only this machine can answer: fp16 needs CUDA (a run trained so still exports on a CPU)."""
         cpu_only = self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available())
-        if self.precision == "fp16" and cpu_only:
+        if self.precision == "fp16" and cpu_only:  # (auto resolves to bf16 or fp32 there)
             raise ConfigError("precision: fp16 needs a CUDA device (this run would be on the CPU); use bf16 or fp32")
 
 

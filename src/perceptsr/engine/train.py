@@ -40,6 +40,7 @@ from perceptsr.engine.runlog import RunLogger
 from perceptsr.engine.setup import TrainConfig, autocast, build_method, config_yaml, pick_device
 from perceptsr.errors import CheckpointError, ConfigError, PerceptsrError, describe_mismatch
 from perceptsr.evaluation.evaluate import evaluate_items
+from perceptsr.inference.fast import resolve_precision
 from perceptsr.losses import gradient_penalty
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
 
@@ -157,6 +158,8 @@ class Trainer:
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.env = distributed.setup("cuda" if pick_device(config.device).type == "cuda" else "cpu")
         self.device = pick_device(config.device, self.env.local_rank)
+        # `auto`: bf16 only where it is native (AMX/AVX512-BF16, Ampere+); emulated bf16 is slower than fp32
+        self.precision = resolve_precision(config.precision, self.device)
         self.lock = RunLock(self.run_dir)
         if resume and self.env.is_main:
             self.lock.acquire()  # first: a live run is refused at once, and its checkpoints are not pruned under us
@@ -181,7 +184,7 @@ class Trainer:
         memory = torch.channels_last if config.channels_last else torch.preserve_format
         self.method.to(self.device, memory_format=memory)
         self.ema.to(self.device, memory_format=memory)
-        self.scalers = {role: torch.amp.GradScaler("cuda", enabled=config.precision == "fp16") for role in "dg"}
+        self.scalers = {role: torch.amp.GradScaler("cuda", enabled=self.precision == "fp16") for role in "dg"}
         self.stop_requested = False
 
     def _sampler(self, start: int) -> TrainBatchSampler:
@@ -244,11 +247,11 @@ class Trainer:
         d_names = [n for n in phase.trains if n != GENERATOR]
         train_g = GENERATOR in phase.trains and (not d_names or local % phase.n_critic == 0)
         logs: dict[str, float] = {}
-        with autocast(self.device, self.config.precision), torch.set_grad_enabled(train_g):
+        with autocast(self.device, self.precision), torch.set_grad_enabled(train_g):
             sr = self.method.make_sr(batch, span.name)
         if d_names:
             fake = None if sr is None else sr.detach()
-            with autocast(self.device, self.config.precision):
+            with autocast(self.device, self.precision):
                 terms = self.method.discriminator_losses(batch, fake, span.name)
                 if phase.gradient_penalty > 0:
                     terms.update(self.gradient_penalties(d_names, batch, fake, phase.gradient_penalty))
@@ -262,7 +265,7 @@ class Trainer:
         if train_g:
             for name in d_names:
                 self.method.discriminators[name].requires_grad_(False)
-            with autocast(self.device, self.config.precision):
+            with autocast(self.device, self.precision):
                 terms = self.method.generator_losses(batch, sr, span.name)
             self._update("g", terms, [GENERATOR], optimizers, local)
             for name in d_names:

@@ -16,6 +16,7 @@ The NMD and the RaGAN logit are one number per image, so a t map weighs them by 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,6 +26,7 @@ from perceptsr.archs.fxsr_msrresnet import FxMSRResNetConfig
 from perceptsr.archs.natsr import NMD, NatSRDiscriminator, NatSRDiscriminatorConfig, NMDConfig
 from perceptsr.conditions.tmap import TSampling, draw_t
 from perceptsr.config import require
+from perceptsr.data.nmd import TexturedDataset
 from perceptsr.losses import discriminator_loss, lattice_loss
 from perceptsr.losses.weighted import weighted_l1, weighted_ragan
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, ParamGroup, Phase
@@ -54,6 +56,7 @@ class FxSRNatConfig:
     naturalness_weight: float = 1e-3  # NatSR's, times t
     adversarial_weight: float = 1e-3  # NatSR's (its two RaGAN terms summed), times t
     lattice_weight: float = 1.0  # losses.lattice_loss at every t: no periodic pattern at the upsampler's lattice
+    texture_filter: bool = False  # train on patches that pass NatSR's texture filter (data.nmd.TexturedDataset)
     condition_learning_rate_scale: float = 5.0  # the SFT layers and condition net start at identity: learn faster
     phases: dict[str, Phase] = field(default_factory=_gan_phase)
 
@@ -80,6 +83,10 @@ class FxSRNat(Method):
 
         load_nmd(self.discriminators["nmd"], self.config.nmd_init)
         self.discriminators["nmd"].requires_grad_(False)
+
+    def train_dataset(self, data: Any, *, scale: int, progress: bool) -> torch.utils.data.Dataset:
+        dataset = super().train_dataset(data, scale=scale, progress=progress)
+        return TexturedDataset(dataset) if self.config.texture_filter else dataset
 
     def prepare(self, batch: Batch, phase: str, rng: torch.Generator) -> Batch:
         n, _, height, width = batch.lr.shape

@@ -23,7 +23,8 @@ from torch.nn import functional as F  # noqa: N812
 
 from perceptsr.archs.natsr import NMD, FRSRConfig, NatSRDiscriminator, NatSRDiscriminatorConfig, NMDConfig
 from perceptsr.config import require
-from perceptsr.data.nmd import Curriculum, NMDValidation, TexturedDataset, nmd_batch
+from perceptsr.data.nmd import (MIN_GRADIENT, MIN_VARIANCE, TEXTURE_TRIES, Curriculum, NMDValidation, TexturedDataset,
+                                nmd_batch)
 from perceptsr.errors import ConfigError
 from perceptsr.losses import discriminator_loss, generator_loss, lattice_loss
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
@@ -58,9 +59,9 @@ class NatSRConfig:
     discriminator: NatSRDiscriminatorConfig = field(default_factory=NatSRDiscriminatorConfig)
     nmd_init: str | None = None  # NMD weights: a natsr run dir, the converted/TF/npz NMD checkpoint
     texture_filter: bool = False  # keep only patches with enough texture (the original's data scripts do)
-    min_gradient: float = 0.005  # mean squared gradient threshold of the texture filter
-    min_variance: float = 0.03  # variance threshold of the texture filter
-    texture_tries: int = 10  # crops tried per sample before taking the most textured one
+    min_gradient: float = MIN_GRADIENT  # mean squared gradient threshold of the texture filter
+    min_variance: float = MIN_VARIANCE  # variance threshold of the texture filter
+    texture_tries: int = TEXTURE_TRIES  # crops tried per sample before taking the most textured one
     initial_sigma: float = 0.1  # DCT noise σ at the start of the curriculum
     sigma_decay: float = 0.8  # σ ← σ·decay when the noise branch is learnt
     initial_alpha: float = 0.5  # blur blend α at the start (α·HR + (1−α)·ILR)
