@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ENV, run_cli
-from tolerance import assert_paths_close, native_bf16, network_depth, precisions, rounding_layers
+from tolerance import assert_paths_close, bf16_runs, native_bf16, needs_bf16, network_depth, precisions, rounding_layers
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
@@ -72,17 +72,20 @@ def test_bench_quick_json_follows_the_contract() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     roof = result["roofline_gflops"]
-    assert set(roof) >= {"fp32", "bf16"} and roof["fp32"] > 0 and roof["bf16"] > 0
+    has_bf16 = speed.bf16_supported(torch.device("cpu"))  # else every bf16 figure is null (AVX2-only CPUs)
+    assert set(roof) >= {"fp32", "bf16"} and roof["fp32"] > 0
+    assert roof["bf16"] > 0 if has_bf16 else roof["bf16"] is None
     assert list(result["models"]) == ["msrresnet"]
     model = result["models"]["msrresnet"]
     assert model["fp32_gflops"] > 0
     assert model["fp32_roofline_fraction"] == pytest.approx(model["fp32_gflops"] / roof["fp32"], rel=1e-2)
     assert set(model["speedup_vs_eager_fp32"]) == {"fp32", "bf16"}
-    assert all(isinstance(v, float) and v > 0 for v in model["speedup_vs_eager_fp32"].values())
+    speedups = [v for k, v in model["speedup_vs_eager_fp32"].items() if has_bf16 or k == "fp32"]
+    assert all(isinstance(v, float) and v > 0 for v in speedups)
     assert model["peak_rss_mb"] > 50  # a Python process with torch loaded, at least
-    # the ceiling: eager time x bf16 roofline / FLOPs, i.e. at least the bf16 path's speed-up at its own fraction
-    ceiling, bf16 = model["bf16_speedup_ceiling"], model["speedup_vs_eager_fp32"]["bf16"]
-    assert ceiling == pytest.approx(bf16 / model["bf16_roofline_fraction"], rel=2e-2)
+    if has_bf16:  # the ceiling: eager time x bf16 roofline / FLOPs, at least the bf16 path's speed-up at its fraction
+        ceiling, bf16 = model["bf16_speedup_ceiling"], model["speedup_vs_eager_fp32"]["bf16"]
+        assert ceiling == pytest.approx(bf16 / model["bf16_roofline_fraction"], rel=2e-2)
     tiling = result["tiling"]
     assert tiling["input"] == "128x128" and tiling["scale"] == 4
     assert tiling["peak_rss_mb"] > 50
@@ -126,6 +129,25 @@ def test_cli_sets_up_the_allocator_for_inference_commands_only(monkeypatch: pyte
     assert calls == ["configured"]  # training keeps the allocator's defaults
 
 
+def test_bf16_where_the_cpu_has_no_bf16_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AVX2-only CPUs: oneDNN has no bf16 convolutions, so an explicit bf16 is one clear error (it used to be a
+    RuntimeError traceback from the fused conv) and the bench times fp32 alone, its bf16 figures null."""
+    from perceptsr.inference import bench
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(speed, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(bench, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(speed, "native_reduced_precision", lambda device: None)
+    with pytest.raises(speed.InputError, match="bf16 is not supported on this cpu.*use fp32 or auto"):
+        speed.resolve_precision("bf16", cpu)
+    assert speed.resolve_precision("auto", cpu) == "fp32"
+    result = bench.bench_model("msrresnet", bench.QUICK, compile=False)
+    assert result["fp32_roofline_fraction"] > 0 and result["roofline_gflops"]["bf16"] is None
+    assert result["speedup_vs_eager_fp32"]["bf16"] is None and result["bf16_roofline_fraction"] is None
+    assert not any(name.startswith("bf16") or name == "roofline bf16" for name in result["ms"])
+    assert bench._num(None, "7.2f") == "      -" and bench._num(1.5, "7.2f") == "   1.50"
+
+
 def test_auto_picks_fp32_where_bf16_is_not_native(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     monkeypatch.setattr(speed, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
@@ -145,6 +167,7 @@ def test_unknown_precision_is_an_input_error() -> None:
         speed.resolve_precision("int8", torch.device("cpu"))
 
 
+@needs_bf16
 def test_nan_in_reduced_precision_falls_back_to_fp32(caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
     model = NaNInReducedPrecision()
@@ -373,7 +396,9 @@ def test_fast_path_takes_a_float_condition(precision: str) -> None:
 
 @pytest.fixture
 def auto_means_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`auto` = bf16 settled by the probe, on every CPU (where bf16 is not native it runs emulated)."""
+    """`auto` = bf16 settled by the probe, on every CPU with bf16 convolutions (emulated where not native)."""
+    if not bf16_runs():
+        pytest.skip("this CPU has no bf16 convolutions (AVX2 only)")
     monkeypatch.setattr(speed, "native_reduced_precision", lambda device: "bf16")
 
 

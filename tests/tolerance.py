@@ -50,6 +50,17 @@ def native_bf16() -> bool:
     return native_reduced_precision(torch.device("cpu")) == "bf16"
 
 
+def bf16_runs() -> bool:
+    """Whether this CPU runs bf16 convolutions at all (oneDNN needs AVX512 or AVX-NE-CONVERT; AVX2-only CPUs don't):
+    tests that force bf16 on a non-native CPU, to reach a code path, need at least this."""
+    from perceptsr.inference.fast import bf16_supported
+
+    return bf16_supported(torch.device("cpu"))
+
+
+needs_bf16 = pytest.mark.skipif(not bf16_runs(), reason="this CPU has no bf16 convolutions (AVX2 only)")
+
+
 def precisions(*names: str) -> list:
     """pytest params for explicit precisions: bf16 skips, with the reason, on a CPU without native bf16
     (there it is emulated: slow, and not what `auto` would ever pick)."""

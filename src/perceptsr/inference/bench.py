@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import perceptsr
 from perceptsr.errors import InputError
-from perceptsr.inference.fast import native_reduced_precision, prepare
+from perceptsr.inference.fast import bf16_supported, native_reduced_precision, prepare
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,14 @@ def best_time(functions: dict[str, Callable[[], object]], rounds: int) -> dict[s
     return best
 
 
+def bench_precisions() -> tuple[str, ...]:
+    """The precisions the bench times: bf16 only where this CPU runs bf16 convolutions (not on AVX2-only CPUs)."""
+    return ("fp32", "bf16") if bf16_supported(torch.device("cpu")) else ("fp32",)
+
+
 def roofline_convs(size: int) -> tuple[int, dict[str, Callable[[], None]]]:
-    """FLOPs and the two calls of the roofline: ROOFLINE_REPEAT channels-last 3x3 convs 64->64 on 1x64xsizexsize,
-    in fp32 and in bf16."""
+    """FLOPs and the calls of the roofline: ROOFLINE_REPEAT channels-last 3x3 convs 64->64 on 1x64xsizexsize,
+    in each of bench_precisions()."""
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(1, 64, size, size, generator=generator).contiguous(memory_format=torch.channels_last)
     w = (torch.randn(64, 64, 3, 3, generator=generator) * 0.05).contiguous(memory_format=torch.channels_last)
@@ -100,8 +105,9 @@ def roofline_convs(size: int) -> tuple[int, dict[str, Callable[[], None]]]:
             for _ in range(ROOFLINE_REPEAT):
                 F.conv2d(x, w, b, padding=1)
 
-    return ROOFLINE_REPEAT * 2 * 64 * 64 * 9 * size * size, {"roofline fp32": lambda: convs(x, w, b),
-                                                             "roofline bf16": lambda: convs(xb, wb, bb)}
+    calls = {"roofline fp32": lambda: convs(x, w, b), "roofline bf16": lambda: convs(xb, wb, bb)}
+    return ROOFLINE_REPEAT * 2 * 64 * 64 * 9 * size * size, {f"roofline {p}": calls[f"roofline {p}"]
+                                                             for p in bench_precisions()}
 
 
 def build_arch(name: str, *, tiny: bool) -> nn.Module:
@@ -149,11 +155,10 @@ def bench_model(name: str, settings: Settings, *, compile: bool) -> dict:
     side = pick_side(eager, settings, 0.4 * roof_flops / roof_times["roofline fp32"] / 1e9)  # eager NCHW: ~0.4
     lr, conditions = example_input(eager, side)
     flops = count_flops(eager, side)
-    paths: dict[str, nn.Module] = {"fp32": prepare(copy.deepcopy(eager), precision="fp32"),
-                                   "bf16": prepare(copy.deepcopy(eager), precision="bf16")}
+    kinds = bench_precisions()
+    paths: dict[str, nn.Module] = {p: prepare(copy.deepcopy(eager), precision=p) for p in kinds}
     if compile:
-        paths["fp32+compile"] = prepare(copy.deepcopy(eager), precision="fp32", compile=True)
-        paths["bf16+compile"] = prepare(copy.deepcopy(eager), precision="bf16", compile=True)
+        paths.update({f"{p}+compile": prepare(copy.deepcopy(eager), precision=p, compile=True) for p in kinds})
 
     def run_eager() -> Tensor:
         with torch.no_grad():
@@ -161,21 +166,23 @@ def bench_model(name: str, settings: Settings, *, compile: bool) -> dict:
 
     functions = {"eager": run_eager, **{k: (lambda m=m: m(lr, **conditions)) for k, m in paths.items()}}
     times = best_time({**functions, **roof_calls}, settings.rounds)
-    roof = {p: roof_flops / times[f"roofline {p}"] / 1e9 for p in ("fp32", "bf16")}
-    best = {p: min(t for k, t in times.items() if k.startswith(p)) for p in ("fp32", "bf16")}
+    roof = {p: roof_flops / times[f"roofline {p}"] / 1e9 for p in kinds}
+    best = {p: min(t for k, t in times.items() if k.startswith(p)) for p in kinds}
+    bf16 = "bf16" in kinds  # else its figures are null: this CPU has no bf16 convolutions
     out_pixels = side * side * eager.scale**2
     fp32_gflops = flops / best["fp32"] / 1e9
     return {"fp32_gflops": _round(fp32_gflops),
             "fp32_roofline_fraction": _round(fp32_gflops / roof["fp32"]),
-            "roofline_gflops": {p: _round(v) for p, v in roof.items()},
-            "speedup_vs_eager_fp32": {p: _round(times["eager"] / best[p]) for p in ("fp32", "bf16")},
+            "roofline_gflops": {p: _round(roof[p]) if p in roof else None for p in ("fp32", "bf16")},
+            "speedup_vs_eager_fp32": {p: _round(times["eager"] / best[p]) if p in best else None
+                                      for p in ("fp32", "bf16")},
             "peak_rss_mb": None,  # filled in from a child process
             "config": "tiny" if settings.tiny else "default", "input": f"{side}x{side}",
             "gflop_per_output_mp": _round(flops / out_pixels * 1e6 / 1e9),
-            "bf16_gflops": _round(flops / best["bf16"] / 1e9),
-            "bf16_roofline_fraction": _round(flops / best["bf16"] / 1e9 / roof["bf16"]),
+            "bf16_gflops": _round(flops / best["bf16"] / 1e9) if bf16 else None,
+            "bf16_roofline_fraction": _round(flops / best["bf16"] / 1e9 / roof["bf16"]) if bf16 else None,
             # the speed-up bf16 would have at the full bf16 roofline: no bf16 path can beat it on this machine
-            "bf16_speedup_ceiling": _round(times["eager"] * roof["bf16"] * 1e9 / flops),
+            "bf16_speedup_ceiling": _round(times["eager"] * roof["bf16"] * 1e9 / flops) if bf16 else None,
             "ms": {k: _round(t * 1e3) for k, t in times.items()}}
 
 
@@ -367,7 +374,8 @@ def run_bench(*, quick: bool = False, models: list[str] | None = None, compile: 
         raise InputError(f"unknown architecture {unknown[0]!r}; known: {', '.join(ARCHS)}")
     conditions = {**machine(), "quick": quick, "compile": compile}
     results = {name: bench_model(name, settings, compile=compile) for name in names}
-    roof = {p: max(r["roofline_gflops"][p] for r in results.values()) for p in ("fp32", "bf16")}
+    roof = {p: max((r["roofline_gflops"][p] or 0.0 for r in results.values()), default=0.0) or None
+            for p in ("fp32", "bf16")}
     sections: dict[str, dict] = {}
     if end_to_end_run:
         sections["end_to_end"] = end_to_end(settings)
@@ -387,7 +395,7 @@ def run_bench(*, quick: bool = False, models: list[str] | None = None, compile: 
     memory = spawn(jobs)
     for result, child in zip(results.values(), memory[:len(results)], strict=True):
         result.update(child)
-    output = {"roofline_gflops": {k: _round(v) for k, v in roof.items()}, "models": results,
+    output = {"roofline_gflops": {k: None if v is None else _round(v) for k, v in roof.items()}, "models": results,
               "conditions": conditions, **sections}
     if tiling:
         output["tiling"] = memory[-1]
@@ -399,20 +407,26 @@ def _round(value: float) -> float:
     return float(f"{value:.4g}")
 
 
+def _num(value: float | None, spec: str) -> str:
+    """A figure in `spec`, or "-" right-aligned to its width where this machine has none (bf16 on AVX2)."""
+    return format(value, spec) if value is not None else "-".rjust(int(spec.split(".")[0] or 0))
+
+
 def format_table(result: dict) -> str:
     """The human-readable form of a run_bench result."""
     roof, c = result["roofline_gflops"], result["conditions"]
     lines = [f"{c['cpu']}, {c['threads']} threads, load {c['load_average_1min']} -> {c['load_average_1min_end']}"
              f"{' (quick: tiny configs)' if c['quick'] else ''}",
-             f"roofline (channels-last 3x3 conv 64->64): fp32 {roof['fp32']:.0f} GFLOP/s, bf16 {roof['bf16']:.0f}",
+             f"roofline (channels-last 3x3 conv 64->64): fp32 {roof['fp32']:.0f} GFLOP/s, "
+             f"bf16 {_num(roof['bf16'], '.0f')}",
              f"{'arch':10s} {'input':>8s} {'GFLOP/MP':>9s} {'fp32 GF/s':>9s} {'of roof':>7s} "
              f"{'x fp32':>7s} {'x bf16':>7s} {'(max)':>6s} {'RSS MB':>7s}  times (ms)"]
     for name, r in result["models"].items():
         speed = r["speedup_vs_eager_fp32"]
         times = ", ".join(f"{k} {v:.0f}" for k, v in r["ms"].items())
         lines.append(f"{name:10s} {r['input']:>8s} {r['gflop_per_output_mp']:9.1f} {r['fp32_gflops']:9.1f} "
-                     f"{r['fp32_roofline_fraction']:7.2f} {speed['fp32']:7.2f} {speed['bf16']:7.2f} "
-                     f"{r['bf16_speedup_ceiling']:6.2f} {r['peak_rss_mb']:7.0f}  {times}")
+                     f"{r['fp32_roofline_fraction']:7.2f} {speed['fp32']:7.2f} {_num(speed['bf16'], '7.2f')} "
+                     f"{_num(r['bf16_speedup_ceiling'], '6.2f')} {r['peak_rss_mb']:7.0f}  {times}")
     if "tiling" in result:
         t = result["tiling"]
         lines.append(f"tiling: x{t['scale']} of {t['input']} ({t['model']}, {t['precision']}, tile {t['tile']}): "

@@ -79,6 +79,16 @@ def native_reduced_precision(device: torch.device) -> Literal["bf16", "fp16"] | 
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 convolutions run on this device at all: oneDNN's bf16 path needs AVX512 (BW/VL/DQ) or
+    AVX-NE-CONVERT; an AVX2-only CPU has neither (emulated there, through ATen's slow fallback or not at all)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return True
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """`auto` -> the native reduced precision or fp32 (before the quality probe); others are checked."""
     if precision not in PRECISIONS:
@@ -88,6 +98,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return native or "fp32"
     if precision == "fp16" and device.type == "mps":
         raise InputError("precision fp16 is not supported on MPS here; use fp32")
+    if precision == "bf16" and not bf16_supported(device):
+        raise InputError(f"precision bf16 is not supported on this {device.type} (bf16 convolutions need AVX512 or "
+                         "AVX-NE-CONVERT); use fp32 or auto")
     if precision != "fp32" and precision != native:
         log.warning("%s is not native on this %s: it may be emulated and slower than fp32", precision, device.type)
     return precision

@@ -23,8 +23,15 @@ from torch.nn import functional as F  # noqa: N812
 
 from perceptsr.archs.natsr import NMD, FRSRConfig, NatSRDiscriminator, NatSRDiscriminatorConfig, NMDConfig
 from perceptsr.config import require
-from perceptsr.data.nmd import (MIN_GRADIENT, MIN_VARIANCE, TEXTURE_TRIES, Curriculum, NMDValidation, TexturedDataset,
-                                nmd_batch)
+from perceptsr.data.nmd import (
+    MIN_GRADIENT,
+    MIN_VARIANCE,
+    TEXTURE_TRIES,
+    Curriculum,
+    NMDValidation,
+    TexturedDataset,
+    nmd_batch,
+)
 from perceptsr.errors import ConfigError
 from perceptsr.losses import discriminator_loss, generator_loss, lattice_loss
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, Phase, ScheduleConfig
