@@ -48,15 +48,18 @@ def fixture_io(parity_dir: Path, name: str) -> dict[str, Tensor]:
     return load_file(str(parity_dir / f"{name}.io.safetensors"))
 
 
-def assert_close_report(actual: Tensor, expected: Tensor, atol: float, what: str) -> None:
-    """assert |actual − expected| <= atol everywhere, reporting the max abs diff and where it occurs."""
+def assert_close_report(actual: Tensor, expected: Tensor, atol: float, what: str, *, rtol: float = 0.0) -> None:
+    """assert |actual − expected| <= atol + rtol·|expected| everywhere (torch.testing's rule), reporting the max abs
+    diff and where it occurs."""
     if actual.shape != expected.shape:
         raise AssertionError(f"{what}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
     diff = (actual.double() - expected.double()).abs()
+    excess = diff - rtol * expected.double().abs()
     worst = float(diff.max())
-    if not worst <= atol:
-        where = tuple(int(i) for i in np.unravel_index(int(diff.argmax()), tuple(diff.shape)))
+    if not float(excess.max()) <= atol:
+        where = tuple(int(i) for i in np.unravel_index(int(excess.argmax()), tuple(diff.shape)))
         raise AssertionError(
-            f"{what}: max abs diff {worst:.3g} at index {where} exceeds atol {atol:g} "
+            f"{what}: max abs diff {worst:.3g}, at index {where} {float(diff[where]):.3g} exceeds atol {atol:g} "
+            f"+ rtol {rtol:g} x |expected| "
             f"(got {float(actual[where]):.6f}, expected {float(expected[where]):.6f})"
         )

@@ -12,6 +12,8 @@ from perceptsr.convert import CONVERTERS, canonicalize, convert_file, detect
 from perceptsr.zoo.release import load_release
 
 ATOL = 1e-5
+RTOL = 1e-5  # fixtures README: small configs and discriminators, rtol 1e-5 + atol 1e-5 (the full VGG
+# discriminator's logits of ~2.3 differ by 1.8e-5 on an AVX2 CPU: summation order, not a different network)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +42,7 @@ def test_msrresnet_through_converter(shared, name: str, scale: int, num_feat: in
     io = fixture_io(parity, name)
     with torch.inference_mode():
         out = model.eval()(io["input"])
-    assert_close_report(out, io["output"], ATOL, name)
+    assert_close_report(out, io["output"], ATOL, name, rtol=RTOL)
 
 
 def test_msrresnet_params_wrapper_file(shared, tmp_path) -> None:
@@ -52,7 +54,7 @@ def test_msrresnet_params_wrapper_file(shared, tmp_path) -> None:
     io = fixture_io(parity, "msrresnet_small_x4")
     with torch.inference_mode():
         out = model(io["input"])
-    assert_close_report(out, io["output"], ATOL, "msrresnet_small_x4 via params.pth")
+    assert_close_report(out, io["output"], ATOL, "msrresnet_small_x4 via params.pth", rtol=RTOL)
 
 
 @pytest.mark.parametrize(
@@ -68,4 +70,4 @@ def test_vgg_style_discriminator(shared, name: str, num_feat: int, input_size: i
     io = fixture_io(parity, name)
     with torch.inference_mode():
         out = model.eval()(io["input"])
-    assert_close_report(out, io["output"], ATOL, name)
+    assert_close_report(out, io["output"], ATOL, name, rtol=RTOL)
