@@ -232,7 +232,7 @@ def test_fp16_on_a_cpu_is_refused_when_read(data: Path) -> None:
 @pytest.mark.parametrize(("native", "expected"), [(None, "fp32"), ("bf16", "bf16")])
 def test_auto_precision_is_bf16_only_where_native(data: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                  native: str | None, expected: str) -> None:
-    """Emulated bf16 (a CPU without AVX512-BF16/AMX) trains ~10x slower than fp32: `auto` must not pick it there."""
+    """Emulated bf16 (a CPU without AVX512-BF16/AMX) trained the NMD ~13x slower than fp32: `auto` must not pick it."""
     from perceptsr.inference import fast
 
     monkeypatch.setattr(fast, "native_reduced_precision", lambda device: native)

@@ -98,15 +98,14 @@ def roofline_convs(size: int) -> tuple[int, dict[str, Callable[[], None]]]:
     x = torch.rand(1, 64, size, size, generator=generator).contiguous(memory_format=torch.channels_last)
     w = (torch.randn(64, 64, 3, 3, generator=generator) * 0.05).contiguous(memory_format=torch.channels_last)
     b = torch.zeros(64)
-    xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
+    tensors = {"fp32": (x, w, b), "bf16": (x.bfloat16(), w.bfloat16(), b.bfloat16())}
 
     def convs(x: Tensor, w: Tensor, b: Tensor) -> None:
         with torch.inference_mode():
             for _ in range(ROOFLINE_REPEAT):
                 F.conv2d(x, w, b, padding=1)
 
-    calls = {"roofline fp32": lambda: convs(x, w, b), "roofline bf16": lambda: convs(xb, wb, bb)}
-    return ROOFLINE_REPEAT * 2 * 64 * 64 * 9 * size * size, {f"roofline {p}": calls[f"roofline {p}"]
+    return ROOFLINE_REPEAT * 2 * 64 * 64 * 9 * size * size, {f"roofline {p}": (lambda t=tensors[p]: convs(*t))
                                                              for p in bench_precisions()}
 
 

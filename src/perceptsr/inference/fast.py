@@ -99,8 +99,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "fp16" and device.type == "mps":
         raise InputError("precision fp16 is not supported on MPS here; use fp32")
     if precision == "bf16" and not bf16_supported(device):
-        raise InputError(f"precision bf16 is not supported on this {device.type} (bf16 convolutions need AVX512 or "
-                         "AVX-NE-CONVERT); use fp32 or auto")
+        need = " (bf16 convolutions need AVX512 or AVX-NE-CONVERT)" if device.type == "cpu" else ""
+        raise InputError(f"precision bf16 is not supported on this {device.type}{need}; use fp32 or auto")
     if precision != "fp32" and precision != native:
         log.warning("%s is not native on this %s: it may be emulated and slower than fp32", precision, device.type)
     return precision
