@@ -17,7 +17,7 @@ from tolerance import assert_paths_close, network_depth
 from perceptsr.archs.fxsr import FxSRNet, FxSRNetConfig
 from perceptsr.archs.rrdb import RRDBNet, RRDBNetConfig
 from perceptsr.cli.main import main
-from perceptsr.conditions.tmap import random_smooth_maps, t_condition
+from perceptsr.conditions.tmap import draw_t, random_smooth_maps, t_condition
 from perceptsr.convert import convert_state, detect
 from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
 from perceptsr.engine.setup import build_method, parse_train_config
@@ -140,6 +140,17 @@ def test_random_smooth_maps_are_in_range_smooth_and_reproducible() -> None:
     assert maps.flatten(1).std(dim=1).min() > 1e-3  # not constant ...
     assert maps.diff(dim=-1).abs().max() < 0.2  # ... but smooth
 
+
+
+def test_ends_sampling_trains_t_0_and_t_1_a_quarter_each() -> None:
+    """`ends`: a quarter of the samples at exactly t = 0, a quarter at exactly t = 1, the rest mixed's draws."""
+    t = draw_t("ends", 4000, 6, 6, blobs=3, generator=torch.Generator().manual_seed(1))
+    flat = t.flatten(1)
+    zero, one = (flat == 0).all(dim=1).float().mean(), (flat == 1).all(dim=1).float().mean()
+    assert abs(zero - 0.25) < 0.03 and abs(one - 0.25) < 0.03
+    assert t.min() >= 0 and t.max() <= 1
+    middle = flat[~((flat == 0).all(dim=1) | (flat == 1).all(dim=1))]
+    assert (middle.std(dim=1) > 1e-3).float().mean() > 0.3  # smooth maps among the rest
 
 PD = {0.0: (20.01, 0.0, [0, 0, 0, 0]), 0.25: (15.01, 1.25e-3, [0.25, 0, 0, 0]),
       0.5: (10.01, 2.5e-3, [0.25, 0.25, 0, 0]), 0.75: (5.01, 3.75e-3, [0.25, 0.25, 0.25, 0]),

@@ -50,3 +50,34 @@ def test_a_painted_t_map_changes_only_the_painted_region_and_its_receptive_field
     assert rows.min() >= 18 * 4 - radius and rows.max() < 22 * 4 + radius
     assert cols.min() >= 18 * 4 - radius and cols.max() < 22 * 4 + radius
     assert not changed[:18 * 4 - radius].any() and not changed[:, 22 * 4 + radius:].any()
+
+
+def test_the_teacher_term_takes_the_t_share_of_l1_and_is_not_saved(tmp_path) -> None:
+    """With `teacher`, L1 splits into (1 − s·t)·|SR − HR| + s·t·|SR − teacher(LR)|: at t = 0 the plain L1 to HR, at
+    t = 1 mostly the teacher's SR; the teacher is no part of the method's weights (checkpoints stay the run's own)."""
+    from perceptsr.archs.natsr import NMD, NMDConfig
+    from perceptsr.methods.base import Batch
+    from perceptsr.zoo.release import save_release
+    from safetensors.torch import save_file
+
+    torch.manual_seed(2)
+    teacher = MSRResNet(MSRResNetConfig(scale=4, num_feat=8, num_block=1)).eval()
+    save_release(tmp_path / "teacher.safetensors", arch="msrresnet", config=teacher.config,
+                 state_dict=teacher.state_dict())
+    save_file(NMD(NMDConfig(num_feat=4)).state_dict(), str(tmp_path / "nmd.safetensors"))
+    config = FxSRNatConfig(generator=FxMSRResNetConfig(scale=4, num_feat=8, num_block=BLOCKS, cond_feat=4),
+                           nmd=NMDConfig(num_feat=4), nmd_init=str(tmp_path / "nmd.safetensors"),
+                           teacher=str(tmp_path / "teacher.safetensors"), teacher_share=0.75)
+    method = FxSRNat(config)
+    method.build_losses()
+    assert not any(key.startswith("teacher") for key in method.state_dict())
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    sr = method.generator(lr, t=torch.zeros(2, 1, 8, 8))
+    with torch.no_grad():
+        target = teacher(lr).clamp(0, 1)
+    for level in (0.0, 1.0):
+        batch = Batch(lr, hr, {"t": torch.full((2, 1, 8, 8), level)})
+        losses = method.generator_losses(batch, sr, "gan")
+        share = 0.75 * level
+        torch.testing.assert_close(losses["l1"], (1 - share) * (sr - hr).abs().mean())
+        torch.testing.assert_close(losses["teacher"], share * (sr - target).abs().mean())

@@ -85,7 +85,7 @@ def random_smooth_maps(
     return maps
 
 
-TSampling = Literal["batch", "sample", "spatial", "mixed"]
+TSampling = Literal["batch", "sample", "spatial", "mixed", "ends"]
 
 
 def draw_t(kind: TSampling, batch: int, height: int, width: int, *, blobs: int, generator: torch.Generator) -> Tensor:
@@ -93,8 +93,14 @@ def draw_t(kind: TSampling, batch: int, height: int, width: int, *, blobs: int, 
 
     `batch`: one uniform t for the whole batch (SROT's); `sample`: one per sample; `spatial`: a smooth random map
     per sample (`random_smooth_maps`, for local control); `mixed`: per sample, a coin picks a uniform t or a map,
-    so the model learns both the global level and local changes.
+    so the model learns both the global level and local changes; `ends`: per sample, t = 0 or t = 1 (a quarter each)
+    or else `mixed`'s draw, so the two ends, which uniform draws and smooth maps rarely reach, get trained as much as
+    the middle.
     """
+    if kind == "ends":
+        middle = draw_t("mixed", batch, height, width, blobs=blobs, generator=generator)
+        pick = torch.randint(0, 4, (batch, 1, 1, 1), generator=generator)
+        return torch.where(pick < 2, (pick == 1).to(middle.dtype), middle)
     if kind in ("spatial", "mixed"):
         maps = random_smooth_maps(batch, height, width, blobs=blobs, generator=generator)
         if kind == "spatial":

@@ -11,6 +11,12 @@ configs/bundled/nmd_cpu.yaml); `image` is NatSR's spectral-norm discriminator, t
 t. The generator starts from an MSRResNet PSNR model (`init`): its SFT layers start as identities, so training
 starts at that model for every t; they learn at `condition_learning_rate_scale` times the rate.
 The NMD and the RaGAN logit are one number per image, so a t map weighs them by its per-sample mean.
+
+Optional `teacher` (a frozen model, e.g. the bundled natsr-x4): the L1 term splits into
+    (1 − teacher_share·t)·|SR − HR| + teacher_share·t·|SR − teacher(LR)|
+so as t grows the generator also learns from a NatSR-trained model's outputs, a target that is a function of the
+LR alone and therefore learnable by plain regression in few steps, where the GAN terms alone needed more iterations
+than a 2-core CPU gives (the bundled model's card). At t = 0 it is the plain L1 to HR.
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ class FxSRNatConfig:
     adversarial_weight: float = 1e-3  # NatSR's (its two RaGAN terms summed), times t
     lattice_weight: float = 1.0  # losses.lattice_loss at every t: no periodic pattern at the upsampler's lattice
     texture_filter: bool = False  # train on patches that pass NatSR's texture filter (data.nmd.TexturedDataset)
+    teacher: str | None = None  # a model (bundled name or release file) whose SR the t > 0 end also regresses to
+    teacher_share: float = 0.8  # at t = 1, this share of the L1 weight goes to the teacher's SR, the rest to HR
     condition_learning_rate_scale: float = 5.0  # the SFT layers and condition net start at identity: learn faster
     phases: dict[str, Phase] = field(default_factory=_gan_phase)
 
@@ -65,6 +73,7 @@ class FxSRNatConfig:
         require(set(self.phases["gan"].trains) == {GENERATOR, "image"}, "phases.gan.trains",
                 "fxsr_nat trains [generator, image] (the NMD stays frozen)")
         require(self.blobs >= 0, "blobs", f"must be >= 0, got {self.blobs}")
+        require(0.0 <= self.teacher_share <= 1.0, "teacher_share", f"must be in [0, 1], got {self.teacher_share}")
         require(self.condition_learning_rate_scale > 0, "condition_learning_rate_scale",
                 f"must be > 0, got {self.condition_learning_rate_scale}")
 
@@ -83,6 +92,18 @@ class FxSRNat(Method):
 
         load_nmd(self.discriminators["nmd"], self.config.nmd_init)
         self.discriminators["nmd"].requires_grad_(False)
+        if self.config.teacher is not None:
+            from perceptsr.zoo.models import load_model
+
+            teacher = load_model(self.config.teacher, scale=self.generator.scale)
+            # a plain attribute, not a submodule: the teacher is not part of this run's weights or checkpoints
+            self.__dict__["teacher"] = teacher
+
+    def teacher_sr(self, lr: Tensor) -> Tensor:
+        """The frozen teacher's SR of `lr`, on lr's device."""
+        teacher = self.__dict__["teacher"].to(lr.device)
+        with torch.no_grad():
+            return teacher(lr).clamp(0, 1).to(lr.dtype)
 
     def train_dataset(self, data: Any, *, scale: int, progress: bool) -> torch.utils.data.Dataset:
         dataset = super().train_dataset(data, scale=scale, progress=progress)
@@ -103,7 +124,12 @@ class FxSRNat(Method):
         # −log σ(z) per image, in its stable form; weighted by each image's mean t.
         naturalness = F.binary_cross_entropy_with_logits(natural, torch.ones_like(natural), reduction="none")
         image = self.discriminators["image"]
-        return {"l1": weighted_l1(sr, batch.hr, cfg.pixel_weight),
+        l1 = {"l1": weighted_l1(sr, batch.hr, cfg.pixel_weight)}
+        if cfg.teacher is not None:
+            share = cfg.teacher_share * t
+            l1 = {"l1": weighted_l1(sr, batch.hr, cfg.pixel_weight * (1 - share)),
+                  "teacher": weighted_l1(sr, self.teacher_sr(batch.lr), cfg.pixel_weight * share)}
+        return {**l1,
                 "lattice": cfg.lattice_weight * lattice_loss(sr, batch.hr, self.generator.scale),
                 "naturalness": cfg.naturalness_weight * (per_sample * naturalness).mean(),
                 "adversarial": 2 * weighted_ragan(image(sr), image(batch.hr), cfg.adversarial_weight * t)}
