@@ -146,6 +146,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(hr_folder: Path, tmp_path
     assert all(torch.equal(good[k], v) for k, v in final_weights(out, "generator").items())
 
 
+
+@pytest.mark.filterwarnings("ignore:RANDOM VGG")
+def test_a_resumed_run_takes_the_learning_rate_it_is_given(hr_folder: Path, tmp_path: Path) -> None:
+    """`--resume --set ...learning_rate=` applies: the checkpoint's optimizer moments come back, not its settings.
+    Resumed at rate 1e-12, Adam's two steps move no weight by more than ~2e-12 (the old rate would move them ~1e-4)."""
+    config = tiny(hr_folder, pretrain=3, gan=0)
+    out = run(config, tmp_path / "run")
+    before = final_weights(out, "generator")
+    phases = {"pretrain": {"iterations": 5, "generator_optimizer": {"learning_rate": 1e-12}}, "gan": {"iterations": 0}}
+    resumed = parse_train_config({**config, "model": {**config["model"], "phases": phases}})
+    Trainer(resumed, out, resume=True, progress=False).run()
+    after = final_weights(out, "generator")
+    assert load_checkpoint(find(out, "latest")).meta["step"] == 5
+    assert max(float((after[k] - before[k]).abs().max()) for k in before) < 1e-9
+
 KILL_AFTER_CHECKPOINT = """
 import os, signal, sys
 from perceptsr.cli.main import main

@@ -89,6 +89,18 @@ def make_optimizer(config: OptimizerConfig, method: Method, network: str, phase:
                             weight_decay=config.weight_decay)
 
 
+def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpoint's optimizer state (moments, step counts) but keep this run's settings.
+
+    torch's load_state_dict also restores each group's hyperparameters, so a learning rate, betas or weight decay
+    changed for a resumed run (`--resume RUN --set ...`) would be silently replaced by the checkpoint's.
+    """
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, setting in zip(optimizer.param_groups, settings, strict=True):
+        group.update(setting)
+
+
 def seed_for(seed: int, step: int) -> int:
     """The seed of step `step`'s own random draws: a pure function, so a resumed run draws the same."""
     return (seed * 1_000_003 + step) % (2**63 - 1)
@@ -215,7 +227,7 @@ class Trainer:
             optimizers[name] = make_optimizer(config, self.method, name, span.name)
         if self.resumed_phase == span.name and self.optim_state:
             for name, optimizer in optimizers.items():
-                optimizer.load_state_dict(self.optim_state[name])
+                restore_optimizer(optimizer, self.optim_state[name])
         self.optim_state, self.resumed_phase = {}, None
         return optimizers
 
