@@ -16,7 +16,7 @@ Optional `teacher` (a frozen model, e.g. the bundled natsr-x4): the L1 term spli
     (1 − teacher_share·t)·|SR − HR| + teacher_share·t·|SR − teacher(LR)|
 so as t grows the generator also learns from a NatSR-trained model's outputs, a target that is a function of the
 LR alone and therefore learnable by plain regression in few steps, where the GAN terms alone needed more iterations
-than a 2-core CPU gives (the bundled model's card). At t = 0 it is the plain L1 to HR.
+than a 2-core CPU gives (README, FxSR-Nat). At t = 0 it is the plain L1 to HR.
 """
 
 from __future__ import annotations
