@@ -300,6 +300,90 @@ def test_polyphase_narrow_conv_after_an_upsampler_equals_eager(scale: int, act: 
 
 
 @pytest.mark.parametrize("precision", precisions("fp32", "bf16"))
+class _Interpolating(nn.Module):
+    """F.interpolate(nearest, r) -> conv (k x k) -> ReLU, as RRDBNet writes its upsampler."""
+
+    def __init__(self, r: int, kernel: int) -> None:
+        super().__init__()
+        self.r, self.conv = r, nn.Conv2d(8, 8, kernel, padding=kernel // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.conv(F.interpolate(x, scale_factor=self.r, mode="nearest")))
+
+
+@pytest.mark.parametrize("form, r, kernel", [("module", 2, 3), ("function", 2, 3), ("function", 3, 5),
+                                             ("module", 2, 1)])
+def test_nearest_upsampling_and_conv_run_as_one_conv_on_the_lr_map(form: str, r: int, kernel: int) -> None:
+    from perceptsr.inference.fusion import FusedConv
+
+    torch.manual_seed(r + kernel)
+    if form == "module":
+        net = nn.Sequential(nn.Upsample(scale_factor=r, mode="nearest"), nn.Conv2d(8, 8, kernel, padding=kernel // 2),
+                            nn.LeakyReLU(0.2))
+    else:
+        net = _Interpolating(r, kernel)
+    net.scale = r
+    x = torch.rand(2, 8, 9, 6)
+    with torch.no_grad():
+        expected = net(x)
+    fast = speed.prepare(copy.deepcopy(net), precision="fp32")
+    assert_paths_close(fast(x), expected, depth=network_depth(net), what=f"{form} nearest x{r} + {kernel}x{kernel}")
+    if torch.backends.mkldnn.is_available():
+        fused = [m for m in fast.model.modules() if isinstance(m, FusedConv)]
+        assert len(fused) == 1 and fused[0].shuffle == r and fused[0].activation is not None
+        assert fused[0].weight.shape[1] == 8  # it reads the LR map: 8 channels, no upsampled copy
+        assert "interpolate" not in fast.model.code and not any(isinstance(m, nn.Upsample)
+                                                               for m in fast.model.modules())
+
+
+class _Conditioned(nn.Module):
+    """An FxSR-like use of SFT layers: a condition net ending in a widening 1x1 conv feeds two SFT layers."""
+
+    def __init__(self, plus_one: bool, widen: bool) -> None:
+        from perceptsr.archs.blocks import SFTLayer
+
+        super().__init__()
+        self.scale, self.condition_scales = 1, {"t": 1}
+        width = 1 if widen else 6
+        self.cond_net = nn.Sequential(nn.Conv2d(1, width, 1), nn.LeakyReLU(0.1), nn.Conv2d(width, 6, 1))
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.sft_a, self.sft_b = (SFTLayer(8, 6, plus_one=plus_one, negative_slope=0.1 if plus_one else 0.01)
+                                  for _ in range(2))
+        self.out = nn.Conv2d(8, 3, 3, padding=1)
+        for module in self.modules():  # SFT convs start near zero in real models; random ones test more
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.5)
+                nn.init.normal_(module.bias, std=0.5)
+
+    def forward(self, lr: Tensor, t: Tensor) -> Tensor:
+        cond = self.cond_net(t)
+        return self.out(self.sft_b(F.relu(self.sft_a(self.conv(lr), cond)), cond))
+
+
+@pytest.mark.parametrize("precision", precisions("fp32", "bf16"))
+@pytest.mark.parametrize("plus_one, widen, uniform", [(True, True, False), (True, True, True), (False, False, False)])
+def test_sft_layers_run_as_two_convs_and_an_addcmul(plus_one: bool, widen: bool, uniform: bool,
+                                                     precision: str) -> None:
+    from perceptsr.inference.fusion import FastSFT
+
+    torch.manual_seed(3)
+    net = _Conditioned(plus_one, widen).eval()
+    lr = torch.rand(2, 3, 10, 7)
+    t = torch.full((2, 1, 1, 1), 0.3) if uniform else torch.rand(2, 1, 10, 7)
+    with torch.no_grad():
+        expected = net(lr, t)
+    fast = speed.prepare(copy.deepcopy(net), precision=precision)
+    out = fast(lr, t=t)
+    depth = network_depth(net) if precision == "fp32" else rounding_layers(net)
+    assert_paths_close(out, expected, dtype=precision, depth=depth, what=f"SFT {precision} fast vs eager")
+    if torch.backends.mkldnn.is_available():
+        fast_sfts = [m for m in fast.model.modules() if isinstance(m, FastSFT)]
+        assert len(fast_sfts) == 2
+        # the widening 1x1 conv (1 -> 6 channels) is folded into both layers, which then read its 1-channel input
+        assert all(m.hidden.weight.shape[1] == (1 if widen else 6) for m in fast_sfts)
+        assert ("cond_net_2" in fast.model.code) is not widen
+
+
 @pytest.mark.parametrize("kernel, out_channels, bias", [(3, 3, True), (9, 3, True), (3, 1, False), (5, 4, True)])
 def test_row_block_conv_equals_the_conv(kernel: int, out_channels: int, bias: bool, precision: str) -> None:
     from perceptsr.inference.fusion import RowBlockConv, fuse_for_inference

@@ -9,6 +9,10 @@ On CPU (oneDNN), each conv becomes a FusedConv that takes in what follows it:
   the weights; other scaled sums `a * s + b` become one torch.add(b, a, alpha=s);
 - a pixel shuffle (sub-pixel upsamplers): output channels reordered so the shuffle copies contiguous runs;
 - and keeps its weights cast to the autocast dtype once, instead of on every call.
+A nearest x r upsampling and the conv after it (ESRGAN, FxSR, SFTGAN) become one conv on the LR map with r*r
+times the output channels and a shuffle (nearest_upsample_conv): the upsampled map is never written. Each SFT
+layer becomes a FastSFT (two convs and one addcmul instead of four convs and four elementwise passes), with a
+condition net's widening last 1x1 conv folded into it (FxSR: the SFT layers read the 1-channel t features).
 A PReLU on a conv's output that nothing else reads overwrites that output (InPlacePReLU; big maps a band of rows
 at a time), so no second HR-size map is allocated.
 A narrow conv (the last conv of every generator, 64->3 at full resolution) costs as much as a 64->16 one: oneDNN
@@ -36,6 +40,8 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from perceptsr.archs.blocks import SFTLayer
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +124,9 @@ class FusedConv(nn.Module):
             attr, scalars = ("none", []) if self.activation is None else (
                 self.activation[0], [self.activation[1]] if self.activation[0] == "leaky_relu" else [])
             args = (self.padding, self.stride, self.dilation, self.groups)
-            if other is None and self.activation is None:  # nothing to fuse: aten's conv, as eager runs it
+            if other is None and self.activation is None and self.kernel_size != (1, 1):
+                # nothing to fuse: aten's conv, as eager runs it (but aten sends fp32 1x1 convs to its slow
+                # non-oneDNN kernel: 3x slower on 64 channels at 48x48, so those take the oneDNN op below)
                 y = F.conv2d(x.to(dtype), weight, bias, self.stride, self.padding, self.dilation, self.groups)
             elif other is None:
                 y = torch.ops.mkldnn._convolution_pointwise(x.to(dtype), weight, bias, *args, attr, scalars, "")
@@ -168,6 +176,91 @@ def polyphase_conv(conv: nn.Conv2d, r: int) -> nn.Conv2d:
     if conv.bias is not None:
         lr_conv.bias.data = conv.bias.detach().repeat_interleave(r * r)
     return lr_conv
+
+
+def nearest_upsample_conv(conv: nn.Conv2d, r: int) -> nn.Conv2d:
+    """The conv on an LR map x whose pixel_shuffle(., r) equals `conv` on nearest-upsample(x, r): its output
+    channels are in pixel_shuffle's (o, i, j) order, so FusedConv(shuffle=r) runs it.
+
+    For the nearest x2 + conv upsamplers (ESRGAN, FxSR, SFTGAN): the r*r-times larger upsampled map is never
+    written, and the conv runs on LR pixels with r*r*out channels (the same multiply-adds for a 3x3 kernel at
+    r = 2). HR output phase (i, j) at offset (dy, dx) reads LR pixel offset (floor((i+dy)/r), floor((j+dx)/r));
+    zero padding of the HR map is zero padding of the LR map. Needs stride 1, an odd square kernel and 'same'
+    zero padding.
+    """
+    weight = conv.weight.detach()
+    out, cin, k, _ = weight.shape
+    pad = k // 2
+    reach = (pad + r - 1) // r
+    lr_weight = weight.new_zeros(out, r, r, cin, 2 * reach + 1, 2 * reach + 1)  # o, i, j, c, y, x
+    for i in range(r):
+        for j in range(r):
+            for dy in range(-pad, pad + 1):
+                for dx in range(-pad, pad + 1):
+                    sy, sx = (i + dy) // r, (j + dx) // r
+                    lr_weight[:, i, j, :, sy + reach, sx + reach] += weight[:, :, dy + pad, dx + pad]
+    lr_conv = nn.Conv2d(cin, out * r * r, 2 * reach + 1, padding=reach, bias=conv.bias is not None)
+    lr_conv.weight.data = lr_weight.reshape(out * r * r, cin, 2 * reach + 1, 2 * reach + 1)
+    if conv.bias is not None:
+        lr_conv.bias.data = conv.bias.detach().repeat_interleave(r * r)
+    return lr_conv
+
+
+class FastSFT(nn.Module):
+    """An SFTLayer (x * (scale + 1) + shift, or x * scale + shift) as two convs and one addcmul.
+
+    The scale and shift branches' first 1x1 convs become one conv with the LeakyReLU as its post-op, their second
+    convs one block-diagonal conv (the +1 in its bias), and the modulation one torch.addcmul: 3 passes over
+    the feature map instead of ~9 (4 convs, 2 activations, the +1, the product and the sum). With `fold`, the
+    1x1 conv that made the condition features (FxSR's cond_net ends in Conv 1->32) is folded into the first
+    conv, which then reads that conv's narrow input (1 channel for FxSR) instead of the 32 condition channels.
+    Exact up to float rounding.
+    """
+
+    def __init__(self, sft: nn.Module, fold: nn.Conv2d | None = None) -> None:
+        super().__init__()
+        convs = (sft.SFT_scale_conv0, sft.SFT_shift_conv0, sft.SFT_scale_conv1, sft.SFT_shift_conv1)
+        scale0, shift0, scale1, shift1 = (c.weight.detach().flatten(1) for c in convs)
+        w0 = torch.cat([scale0, shift0])
+        b0 = torch.cat([sft.SFT_scale_conv0.bias.detach(), sft.SFT_shift_conv0.bias.detach()])
+        if fold is not None:  # w0 (a x + c) + b0 = (w0 a) x + (w0 c + b0)
+            b0 = b0 + w0 @ fold.bias.detach() if fold.bias is not None else b0
+            w0 = w0 @ fold.weight.detach().flatten(1)
+        self.channels = scale1.shape[0]
+        w1 = torch.block_diag(scale1, shift1)
+        b1 = torch.cat([sft.SFT_scale_conv1.bias.detach() + (1.0 if sft.plus_one else 0.0),
+                        sft.SFT_shift_conv1.bias.detach()])
+        self.slope = float(sft.negative_slope)
+        self.hidden = FusedConv(_pointwise(w0, b0), activation=("leaky_relu", self.slope))
+        self.modulation = FusedConv(_pointwise(w1, b1))
+
+    def _hidden(self, cond: Tensor) -> Tensor:
+        """LeakyReLU(w0 cond + b0), channels-last. From a 1-channel condition (FxSR's, folded) as two elementwise
+        passes: a conv on a 1-channel map returns NCHW, and reordering that took longer than the conv."""
+        hidden = self.hidden
+        if cond.shape[1] != 1 or cond.device.type != "cpu":
+            return hidden(cond)
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else cond.dtype
+        weight, bias = hidden._weights(dtype)
+        shape = (cond.shape[0], weight.shape[0], *cond.shape[2:])
+        out = torch.empty(shape, dtype=dtype, device=cond.device, memory_format=torch.channels_last)
+        torch.addcmul(bias.view(1, -1, 1, 1), cond.to(dtype), weight.view(1, -1, 1, 1), out=out)
+        return F.leaky_relu_(out, self.slope)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        both = self.modulation(self._hidden(cond))
+        scale, shift = both[:, :self.channels], both[:, self.channels:]
+        if x.dtype != both.dtype:  # under autocast the convs ran in bf16; eager's x * scale promotes, so here too
+            dtype = torch.promote_types(x.dtype, both.dtype)
+            x, scale, shift = x.to(dtype), scale.to(dtype), shift.to(dtype)
+        return torch.addcmul(shift, x, scale)
+
+
+def _pointwise(weight: Tensor, bias: Tensor) -> nn.Conv2d:
+    """A 1x1 conv with this (out, in) weight and bias."""
+    conv = nn.Conv2d(weight.shape[1], weight.shape[0], 1)
+    conv.weight.data, conv.bias.data = weight.reshape(*weight.shape, 1, 1).contiguous(), bias.clone()
+    return conv
 
 
 class RowBlockConv(nn.Module):
@@ -322,10 +415,10 @@ class _Graph:
         setattr(self.traced.get_submodule(parent) if parent else self.traced, name, module)
         self.modules[target] = module
 
-    def collapse(self, chain: list[fx.Node], module: nn.Module, args: tuple) -> None:
-        """Replace the chain conv -> ... -> last (each the only user of the one before) by one call of `module`,
-        placed where the last node was and stored under the conv's name."""
-        conv_node, last = chain[0], chain[-1]
+    def collapse(self, chain: list[fx.Node], module: nn.Module, args: tuple, *, conv: fx.Node | None = None) -> None:
+        """Replace the chain first -> ... -> last (each the only user of the one before) by one call of `module`,
+        placed where the last node was and stored under the name of the conv node (`conv`, else the first)."""
+        conv_node, last = conv or chain[0], chain[-1]
         self.set_module(conv_node.target, module)
         with self.graph.inserting_before(last):
             fused = self.graph.call_module(conv_node.target, args)
@@ -367,6 +460,70 @@ def _fuse_residual_adds(g: _Graph) -> None:
                 g.graph.erase_node(node)
                 g.graph.erase_node(term)
                 break
+
+
+_INTERPOLATE_ARGS = ("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias")
+
+
+def _nearest_factor(node: fx.Node, modules: dict[str, nn.Module]) -> int:
+    """r when `node` is a nearest upsampling of its first argument by an integer factor r >= 2, else 0."""
+    if node.op == "call_module" and type(modules.get(node.target)) is nn.Upsample:
+        module = modules[node.target]
+        mode, size, factor = module.mode, module.size, module.scale_factor
+    elif node.op == "call_function" and node.target is F.interpolate:
+        bound = dict(zip(_INTERPOLATE_ARGS, node.args, strict=False)) | node.kwargs
+        mode, size, factor = bound.get("mode", "nearest"), bound.get("size"), bound.get("scale_factor")
+    else:
+        return 0
+    factor = factor[0] if isinstance(factor, tuple) and len(set(factor)) == 1 else factor
+    whole = isinstance(factor, (int, float)) and float(factor).is_integer() and factor >= 2
+    return int(factor) if mode == "nearest" and size is None and whole else 0
+
+
+def _same_padding(conv: nn.Conv2d) -> bool:
+    """Stride 1, no dilation or groups, an odd square kernel with 'same' padding."""
+    k = conv.kernel_size
+    return conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1 and k[0] == k[1] and \
+        k[0] % 2 == 1 and conv.padding == (k[0] // 2,) * 2
+
+
+def _fuse_nearest_upsampling(g: _Graph) -> None:
+    """nearest upsample r -> conv -> [ReLU/LeakyReLU] -> FusedConv(nearest_upsample_conv(conv, r), shuffle=r)."""
+    for node in g.nodes():
+        r = _nearest_factor(node, g.modules)
+        user = _only_user(node) if r else None
+        conv = g.conv(user) if user is not None else None
+        if conv is None or user.args[0] is not node or not _same_padding(conv):
+            continue
+        chain = [node, user]
+        follower = _only_user(user)
+        activation = _activation(follower, g.modules) if follower is not None else None
+        if activation is not None and follower.args[0] is user:
+            chain.append(follower)
+        fused = FusedConv(nearest_upsample_conv(conv, r), activation=activation, shuffle=r)
+        g.collapse(chain, fused, (node.args[0],), conv=user)
+
+
+def _fuse_sft_layers(g: _Graph) -> None:
+    """SFTLayer calls -> FastSFT; a 1x1 conv that widens the condition and feeds nothing but SFT layers (as
+    their condition, each layer called once) is folded into them."""
+    calls = [n for n in g.nodes() if n.op == "call_module" and isinstance(g.modules.get(n.target), SFTLayer)
+             and len(n.args) == 2 and not n.kwargs]
+    sft_calls = set(calls)
+    folds: dict[fx.Node, nn.Conv2d] = {}
+    for cond in {n.args[1] for n in calls}:
+        conv = g.conv(cond, single_user=False)
+        if conv is not None and conv.kernel_size == (1, 1) and _same_padding(conv) and \
+                conv.in_channels < conv.out_channels and \
+                all(u in sft_calls and u.args[0] is not cond and g.calls(u.target) == 1 for u in cond.users):
+            folds[cond] = conv
+    for node in calls:
+        cond = node.args[1]
+        g.set_module(node.target, FastSFT(g.modules[node.target], folds.get(cond)))
+        if cond in folds:
+            node.args = (node.args[0], cond.args[0])
+    for cond in folds:
+        g.graph.erase_node(cond)
 
 
 def _fuse_shuffles_and_activations(g: _Graph) -> None:
@@ -436,6 +593,13 @@ def _rewrite_remaining_convs(g: _Graph) -> None:
             g.set_module(node.target, FusedConv(conv))
 
 
+class _Tracer(fx.Tracer):
+    """symbolic_trace's tracer, keeping SFT layers whole (one call each) for _fuse_sft_layers."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, SFTLayer) or super().is_leaf_module(m, module_qualified_name)
+
+
 def fuse_for_inference(model: nn.Module, *, activations: bool) -> nn.Module:
     """An eval-mode copy of `model` with conv+BN folded and, when `activations` (i.e. on CPU), conv + residual
     add / pixel shuffle / ReLU / LeakyReLU fused (FusedConv) and narrow convs row-blocked."""
@@ -444,7 +608,8 @@ def fuse_for_inference(model: nn.Module, *, activations: bool) -> nn.Module:
     if not activations and not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         return model
     try:
-        traced = fx.symbolic_trace(model)
+        tracer = _Tracer()
+        traced = fx.GraphModule(model, tracer.trace(model), type(model).__name__)
     except Exception as error:  # a trace failure only costs the fusion
         log.info("graph fusion skipped (%s: %s)", type(error).__name__, str(error).splitlines()[0][:120])
         return model
@@ -455,6 +620,8 @@ def fuse_for_inference(model: nn.Module, *, activations: bool) -> nn.Module:
             g.graph.erase_node(node)
     _fold_batch_norms(g)
     if activations:
+        _fuse_sft_layers(g)
+        _fuse_nearest_upsampling(g)
         _fuse_residual_adds(g)
         _fuse_shuffles_and_activations(g)
         _fuse_polyphase(g)
