@@ -300,42 +300,6 @@ def test_polyphase_narrow_conv_after_an_upsampler_equals_eager(scale: int, act: 
 
 
 @pytest.mark.parametrize("precision", precisions("fp32", "bf16"))
-class _Interpolating(nn.Module):
-    """F.interpolate(nearest, r) -> conv (k x k) -> ReLU, as RRDBNet writes its upsampler."""
-
-    def __init__(self, r: int, kernel: int) -> None:
-        super().__init__()
-        self.r, self.conv = r, nn.Conv2d(8, 8, kernel, padding=kernel // 2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.conv(F.interpolate(x, scale_factor=self.r, mode="nearest")))
-
-
-@pytest.mark.parametrize("form, r, kernel", [("module", 2, 3), ("function", 2, 3), ("function", 3, 5),
-                                             ("module", 2, 1)])
-def test_nearest_upsampling_and_conv_run_as_one_conv_on_the_lr_map(form: str, r: int, kernel: int) -> None:
-    from perceptsr.inference.fusion import FusedConv
-
-    torch.manual_seed(r + kernel)
-    if form == "module":
-        net = nn.Sequential(nn.Upsample(scale_factor=r, mode="nearest"), nn.Conv2d(8, 8, kernel, padding=kernel // 2),
-                            nn.LeakyReLU(0.2))
-    else:
-        net = _Interpolating(r, kernel)
-    net.scale = r
-    x = torch.rand(2, 8, 9, 6)
-    with torch.no_grad():
-        expected = net(x)
-    fast = speed.prepare(copy.deepcopy(net), precision="fp32")
-    assert_paths_close(fast(x), expected, depth=network_depth(net), what=f"{form} nearest x{r} + {kernel}x{kernel}")
-    if torch.backends.mkldnn.is_available():
-        fused = [m for m in fast.model.modules() if isinstance(m, FusedConv)]
-        assert len(fused) == 1 and fused[0].shuffle == r and fused[0].activation is not None
-        assert fused[0].weight.shape[1] == 8  # it reads the LR map: 8 channels, no upsampled copy
-        assert "interpolate" not in fast.model.code and not any(isinstance(m, nn.Upsample)
-                                                               for m in fast.model.modules())
-
-
 class _Conditioned(nn.Module):
     """An FxSR-like use of SFT layers: a condition net ending in a widening 1x1 conv feeds two SFT layers."""
 

@@ -9,10 +9,11 @@ On CPU (oneDNN), each conv becomes a FusedConv that takes in what follows it:
   the weights; other scaled sums `a * s + b` become one torch.add(b, a, alpha=s);
 - a pixel shuffle (sub-pixel upsamplers): output channels reordered so the shuffle copies contiguous runs;
 - and keeps its weights cast to the autocast dtype once, instead of on every call.
-A nearest x r upsampling and the conv after it (ESRGAN, FxSR, SFTGAN) become one conv on the LR map with r*r
-times the output channels and a shuffle (nearest_upsample_conv): the upsampled map is never written. Each SFT
-layer becomes a FastSFT (two convs and one addcmul instead of four convs and four elementwise passes), with a
-condition net's widening last 1x1 conv folded into it (FxSR: the SFT layers read the 1-channel t features).
+Each SFT layer becomes a FastSFT (two convs and one addcmul instead of four convs and four elementwise passes),
+with a condition net's widening last 1x1 conv folded into it (FxSR: the SFT layers read the 1-channel t features).
+Measured on FxSR at 48x48 with a random t map (1 thread, 2-core AVX512-BF16 EPYC, three runs each, the CPU shared
+with a training run): 1.14x fp32, 1.09x bf16. Running nearest x2 upsampling + conv as one conv on the LR map with
+4x the outputs and a shuffle measured 0.87-1.19x (the shuffle writes what the upsampling wrote): not done.
 A PReLU on a conv's output that nothing else reads overwrites that output (InPlacePReLU; big maps a band of rows
 at a time), so no second HR-size map is allocated.
 A narrow conv (the last conv of every generator, 64->3 at full resolution) costs as much as a 64->16 one: oneDNN
@@ -173,34 +174,6 @@ def polyphase_conv(conv: nn.Conv2d, r: int) -> nn.Conv2d:
                     lr_weight[:, i, j, py, px, :, sy + reach, sx + reach] += weight[:, :, dy + pad, dx + pad]
     lr_conv = nn.Conv2d(r * r * cin, out * r * r, 2 * reach + 1, padding=reach, bias=conv.bias is not None)
     lr_conv.weight.data = lr_weight.reshape(out * r * r, r * r * cin, 2 * reach + 1, 2 * reach + 1)
-    if conv.bias is not None:
-        lr_conv.bias.data = conv.bias.detach().repeat_interleave(r * r)
-    return lr_conv
-
-
-def nearest_upsample_conv(conv: nn.Conv2d, r: int) -> nn.Conv2d:
-    """The conv on an LR map x whose pixel_shuffle(., r) equals `conv` on nearest-upsample(x, r): its output
-    channels are in pixel_shuffle's (o, i, j) order, so FusedConv(shuffle=r) runs it.
-
-    For the nearest x2 + conv upsamplers (ESRGAN, FxSR, SFTGAN): the r*r-times larger upsampled map is never
-    written, and the conv runs on LR pixels with r*r*out channels (the same multiply-adds for a 3x3 kernel at
-    r = 2). HR output phase (i, j) at offset (dy, dx) reads LR pixel offset (floor((i+dy)/r), floor((j+dx)/r));
-    zero padding of the HR map is zero padding of the LR map. Needs stride 1, an odd square kernel and 'same'
-    zero padding.
-    """
-    weight = conv.weight.detach()
-    out, cin, k, _ = weight.shape
-    pad = k // 2
-    reach = (pad + r - 1) // r
-    lr_weight = weight.new_zeros(out, r, r, cin, 2 * reach + 1, 2 * reach + 1)  # o, i, j, c, y, x
-    for i in range(r):
-        for j in range(r):
-            for dy in range(-pad, pad + 1):
-                for dx in range(-pad, pad + 1):
-                    sy, sx = (i + dy) // r, (j + dx) // r
-                    lr_weight[:, i, j, :, sy + reach, sx + reach] += weight[:, :, dy + pad, dx + pad]
-    lr_conv = nn.Conv2d(cin, out * r * r, 2 * reach + 1, padding=reach, bias=conv.bias is not None)
-    lr_conv.weight.data = lr_weight.reshape(out * r * r, cin, 2 * reach + 1, 2 * reach + 1)
     if conv.bias is not None:
         lr_conv.bias.data = conv.bias.detach().repeat_interleave(r * r)
     return lr_conv
@@ -415,10 +388,10 @@ class _Graph:
         setattr(self.traced.get_submodule(parent) if parent else self.traced, name, module)
         self.modules[target] = module
 
-    def collapse(self, chain: list[fx.Node], module: nn.Module, args: tuple, *, conv: fx.Node | None = None) -> None:
-        """Replace the chain first -> ... -> last (each the only user of the one before) by one call of `module`,
-        placed where the last node was and stored under the name of the conv node (`conv`, else the first)."""
-        conv_node, last = conv or chain[0], chain[-1]
+    def collapse(self, chain: list[fx.Node], module: nn.Module, args: tuple) -> None:
+        """Replace the chain conv -> ... -> last (each the only user of the one before) by one call of `module`,
+        placed where the last node was and stored under the conv's name."""
+        conv_node, last = chain[0], chain[-1]
         self.set_module(conv_node.target, module)
         with self.graph.inserting_before(last):
             fused = self.graph.call_module(conv_node.target, args)
@@ -462,46 +435,11 @@ def _fuse_residual_adds(g: _Graph) -> None:
                 break
 
 
-_INTERPOLATE_ARGS = ("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias")
-
-
-def _nearest_factor(node: fx.Node, modules: dict[str, nn.Module]) -> int:
-    """r when `node` is a nearest upsampling of its first argument by an integer factor r >= 2, else 0."""
-    if node.op == "call_module" and type(modules.get(node.target)) is nn.Upsample:
-        module = modules[node.target]
-        mode, size, factor = module.mode, module.size, module.scale_factor
-    elif node.op == "call_function" and node.target is F.interpolate:
-        bound = dict(zip(_INTERPOLATE_ARGS, node.args, strict=False)) | node.kwargs
-        mode, size, factor = bound.get("mode", "nearest"), bound.get("size"), bound.get("scale_factor")
-    else:
-        return 0
-    factor = factor[0] if isinstance(factor, tuple) and len(set(factor)) == 1 else factor
-    whole = isinstance(factor, (int, float)) and float(factor).is_integer() and factor >= 2
-    return int(factor) if mode == "nearest" and size is None and whole else 0
-
-
 def _same_padding(conv: nn.Conv2d) -> bool:
     """Stride 1, no dilation or groups, an odd square kernel with 'same' padding."""
     k = conv.kernel_size
     return conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1 and k[0] == k[1] and \
         k[0] % 2 == 1 and conv.padding == (k[0] // 2,) * 2
-
-
-def _fuse_nearest_upsampling(g: _Graph) -> None:
-    """nearest upsample r -> conv -> [ReLU/LeakyReLU] -> FusedConv(nearest_upsample_conv(conv, r), shuffle=r)."""
-    for node in g.nodes():
-        r = _nearest_factor(node, g.modules)
-        user = _only_user(node) if r else None
-        conv = g.conv(user) if user is not None else None
-        if conv is None or user.args[0] is not node or not _same_padding(conv):
-            continue
-        chain = [node, user]
-        follower = _only_user(user)
-        activation = _activation(follower, g.modules) if follower is not None else None
-        if activation is not None and follower.args[0] is user:
-            chain.append(follower)
-        fused = FusedConv(nearest_upsample_conv(conv, r), activation=activation, shuffle=r)
-        g.collapse(chain, fused, (node.args[0],), conv=user)
 
 
 def _fuse_sft_layers(g: _Graph) -> None:
@@ -621,7 +559,6 @@ def fuse_for_inference(model: nn.Module, *, activations: bool) -> nn.Module:
     _fold_batch_norms(g)
     if activations:
         _fuse_sft_layers(g)
-        _fuse_nearest_upsampling(g)
         _fuse_residual_adds(g)
         _fuse_shuffles_and_activations(g)
         _fuse_polyphase(g)
