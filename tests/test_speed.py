@@ -299,7 +299,6 @@ def test_polyphase_narrow_conv_after_an_upsampler_equals_eager(scale: int, act: 
         assert len(kept) == 1  # the HR map of 16 channels is never shuffled out
 
 
-@pytest.mark.parametrize("precision", precisions("fp32", "bf16"))
 class _Conditioned(nn.Module):
     """An FxSR-like use of SFT layers: a condition net ending in a widening 1x1 conv feeds two SFT layers."""
 
@@ -348,6 +347,7 @@ def test_sft_layers_run_as_two_convs_and_an_addcmul(plus_one: bool, widen: bool,
         assert ("cond_net_2" in fast.model.code) is not widen
 
 
+@pytest.mark.parametrize("precision", precisions("fp32", "bf16"))
 @pytest.mark.parametrize("kernel, out_channels, bias", [(3, 3, True), (9, 3, True), (3, 1, False), (5, 4, True)])
 def test_row_block_conv_equals_the_conv(kernel: int, out_channels: int, bias: bool, precision: str) -> None:
     from perceptsr.inference.fusion import RowBlockConv, fuse_for_inference
