@@ -203,8 +203,7 @@ class FastSFT(nn.Module):
         w1 = torch.block_diag(scale1, shift1)
         b1 = torch.cat([sft.SFT_scale_conv1.bias.detach() + (1.0 if sft.plus_one else 0.0),
                         sft.SFT_shift_conv1.bias.detach()])
-        self.slope = float(sft.negative_slope)
-        self.hidden = FusedConv(_pointwise(w0, b0), activation=("leaky_relu", self.slope))
+        self.hidden = FusedConv(_pointwise(w0, b0), activation=("leaky_relu", float(sft.negative_slope)))
         self.modulation = FusedConv(_pointwise(w1, b1))
 
     def _hidden(self, cond: Tensor) -> Tensor:
@@ -218,7 +217,7 @@ class FastSFT(nn.Module):
         shape = (cond.shape[0], weight.shape[0], *cond.shape[2:])
         out = torch.empty(shape, dtype=dtype, device=cond.device, memory_format=torch.channels_last)
         torch.addcmul(bias.view(1, -1, 1, 1), cond.to(dtype), weight.view(1, -1, 1, 1), out=out)
-        return F.leaky_relu_(out, self.slope)
+        return F.leaky_relu_(out, hidden.activation[1])
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         both = self.modulation(self._hidden(cond))
@@ -435,11 +434,10 @@ def _fuse_residual_adds(g: _Graph) -> None:
                 break
 
 
-def _same_padding(conv: nn.Conv2d) -> bool:
-    """Stride 1, no dilation or groups, an odd square kernel with 'same' padding."""
-    k = conv.kernel_size
-    return conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1 and k[0] == k[1] and \
-        k[0] % 2 == 1 and conv.padding == (k[0] // 2,) * 2
+def _pointwise_conv(conv: nn.Conv2d) -> bool:
+    """A plain 1x1 conv: stride 1, no padding, dilation or groups (a per-pixel matrix product)."""
+    return conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0) and \
+        conv.dilation == (1, 1) and conv.groups == 1
 
 
 def _fuse_sft_layers(g: _Graph) -> None:
@@ -451,8 +449,7 @@ def _fuse_sft_layers(g: _Graph) -> None:
     folds: dict[fx.Node, nn.Conv2d] = {}
     for cond in {n.args[1] for n in calls}:
         conv = g.conv(cond, single_user=False)
-        if conv is not None and conv.kernel_size == (1, 1) and _same_padding(conv) and \
-                conv.in_channels < conv.out_channels and \
+        if conv is not None and _pointwise_conv(conv) and conv.in_channels < conv.out_channels and \
                 all(u in sft_calls and u.args[0] is not cond and g.calls(u.target) == 1 for u in cond.users):
             folds[cond] = conv
     for node in calls:
