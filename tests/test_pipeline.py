@@ -184,6 +184,17 @@ def test_tile_plan_batches_small_tiles_only() -> None:
     assert tile_plan(model, 50, 60, tile=None, overlap=16) == (None, 1)
 
 
+def test_tile_plan_gives_2_byte_maps_wider_tiles() -> None:
+    """bf16 maps take half the bytes: a 1000-pixel side fits in 2 tiles, not fp32's 3."""
+    model = prepare(build_arch("msrresnet", tiny=True), precision="fp32")
+    assert upscale.speed_tile(model) == upscale.SPEED_TILE
+    model.precision = "bf16"
+    wide = upscale.speed_tile(model)
+    assert 1.35 * upscale.SPEED_TILE < wide <= 1.42 * upscale.SPEED_TILE and wide % 8 == 0
+    tile, batch = tile_plan(model, 1000, 1000, tile=None, overlap=16)
+    assert tile is not None and 500 < tile <= wide and batch == 1
+
+
 def big_image(tmp_path: Path) -> Path:
     return write_pngs(tmp_path / "in", [(64, 64)], block=4) / "im0.png"
 
