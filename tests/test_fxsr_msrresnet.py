@@ -52,10 +52,12 @@ def test_a_painted_t_map_changes_only_the_painted_region_and_its_receptive_field
     assert not changed[:18 * 4 - radius].any() and not changed[:, 22 * 4 + radius:].any()
 
 
-def test_the_teacher_term_takes_the_t_share_of_l1_and_is_not_saved(tmp_path) -> None:
-    """With `teacher`, L1 splits into (1 − s·t)·|SR − HR| + s·t·|SR − teacher(LR)|: at t = 0 the plain L1 to HR, at
-    t = 1 mostly the teacher's SR; the teacher is no part of the method's weights (checkpoints stay the run's own)."""
+def test_the_teacher_moves_the_l1_target_with_t_and_is_not_saved(tmp_path) -> None:
+    """With `teacher`, L1's target is (1 − s·t)·HR + s·t·teacher(LR), per pixel for a t map: at t = 0 the plain L1 to
+    HR, at t = 1 mostly the teacher's SR; the teacher is no part of the method's weights (checkpoints stay the run's
+    own)."""
     from perceptsr.archs.natsr import NMD, NMDConfig
+    from perceptsr.losses.weighted import fit_weight
     from perceptsr.methods.base import Batch
     from perceptsr.zoo.release import save_release
     from safetensors.torch import save_file
@@ -79,5 +81,10 @@ def test_the_teacher_term_takes_the_t_share_of_l1_and_is_not_saved(tmp_path) -> 
         batch = Batch(lr, hr, {"t": torch.full((2, 1, 8, 8), level)})
         losses = method.generator_losses(batch, sr, "gan")
         share = 0.75 * level
-        torch.testing.assert_close(losses["l1"], (1 - share) * (sr - hr).abs().mean())
-        torch.testing.assert_close(losses["teacher"], share * (sr - target).abs().mean())
+        torch.testing.assert_close(losses["l1"], (sr - (1 - share) * hr - share * target).abs().mean())
+    left_half = torch.zeros(2, 1, 8, 8)  # t = 1 on the left half: the teacher's target there, HR's on the right
+    left_half[..., :4] = 1
+    losses = method.generator_losses(Batch(lr, hr, {"t": left_half}), sr, "gan")
+    share = fit_weight(0.75 * left_half, (32, 32))
+    assert float(share[..., :12].min()) == 0.75 and float(share[..., 20:].max()) == 0.0  # smooth only near the edge
+    torch.testing.assert_close(losses["l1"], (sr - (1 - share) * hr - share * target).abs().mean())

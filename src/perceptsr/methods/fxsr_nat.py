@@ -12,11 +12,13 @@ t. The generator starts from an MSRResNet PSNR model (`init`): its SFT layers st
 starts at that model for every t; they learn at `condition_learning_rate_scale` times the rate.
 The NMD and the RaGAN logit are one number per image, so a t map weighs them by its per-sample mean.
 
-Optional `teacher` (a frozen model, e.g. the bundled natsr-x4): the L1 term splits into
-    (1 − teacher_share·t)·|SR − HR| + teacher_share·t·|SR − teacher(LR)|
+Optional `teacher` (a frozen model, e.g. the bundled natsr-x4): the L1 term's target moves from HR to it,
+    |SR − ((1 − teacher_share·t)·HR + teacher_share·t·teacher(LR))|
 so as t grows the generator also learns from a NatSR-trained model's outputs: a target that is a function of the LR
 alone, so a regression can learn it without a GAN's instability (an MSRResNet without t did, in 500 steps; this
-t-conditioned one had not after 2,000: README, FxSR-Nat). At t = 0 it is the plain L1 to HR.
+t-conditioned one had not after 2,000: README, FxSR-Nat). At t = 0 it is the plain L1 to HR. One target, not
+two L1 terms weighted 1 − t·share and t·share: the minimiser of that sum jumps from HR to the teacher at t·share =
+½, where this one moves smoothly along the way.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from perceptsr.conditions.tmap import TSampling, draw_t
 from perceptsr.config import require
 from perceptsr.data.nmd import TexturedDataset
 from perceptsr.losses import discriminator_loss, lattice_loss
-from perceptsr.losses.weighted import weighted_l1, weighted_ragan
+from perceptsr.losses.weighted import fit_weight, weighted_l1, weighted_ragan
 from perceptsr.methods.base import GENERATOR, Batch, Method, OptimizerConfig, ParamGroup, Phase
 from perceptsr.methods.transfer import transfer_weights
 
@@ -124,11 +126,11 @@ class FxSRNat(Method):
         # −log σ(z) per image, in its stable form; weighted by each image's mean t.
         naturalness = F.binary_cross_entropy_with_logits(natural, torch.ones_like(natural), reduction="none")
         image = self.discriminators["image"]
-        share = cfg.teacher_share * t if cfg.teacher is not None else 0.0
-        l1 = {"l1": weighted_l1(sr, batch.hr, cfg.pixel_weight * (1 - share))}
+        target = batch.hr
         if cfg.teacher is not None:
-            l1["teacher"] = weighted_l1(sr, self.teacher_sr(batch.lr), cfg.pixel_weight * share)
-        return {**l1,
+            share = fit_weight(cfg.teacher_share * t, target.shape[-2:])
+            target = torch.lerp(target, self.teacher_sr(batch.lr), share.to(target.dtype))
+        return {"l1": weighted_l1(sr, target, cfg.pixel_weight),
                 "lattice": cfg.lattice_weight * lattice_loss(sr, batch.hr, self.generator.scale),
                 "naturalness": cfg.naturalness_weight * (per_sample * naturalness).mean(),
                 "adversarial": 2 * weighted_ragan(image(sr), image(batch.hr), cfg.adversarial_weight * t)}
