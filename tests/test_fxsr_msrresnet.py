@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from perceptsr.archs.fxsr_msrresnet import FxMSRResNet, FxMSRResNetConfig
@@ -88,3 +89,32 @@ def test_the_teacher_moves_the_l1_target_with_t_and_is_not_saved(tmp_path) -> No
     share = fit_weight(0.75 * left_half, (32, 32))
     assert float(share[..., :12].min()) == 0.75 and float(share[..., 20:].max()) == 0.0  # smooth only near the edge
     torch.testing.assert_close(losses["l1"], (sr - (1 - share) * hr - share * target).abs().mean())
+
+
+# --- the bundled controllable model ------------------------------------------------------------------------------
+
+
+def test_bundled_fxsr_nat_x4_moves_from_the_psnr_model_to_a_natural_one(shared: callable) -> None:
+    """Issue 19's bars, on a budget: at t = 0 within 0.3 dB of srresnet-x4 on Set5; on BSD100's first 10 images t = 1
+    is clearly more natural than t = 0 (NIQE) within 1.5 dB of srresnet-x4, and PSNR falls with t. NIQE is not
+    asserted monotone: t = 0.5 scores about as t = 0, as pixel blends of the two ends do (the model card)."""
+    from perceptsr.conditions import ConditionOptions
+    from perceptsr.evaluation.evaluate import evaluate
+    from perceptsr.zoo.models import bundled_path, load_model
+
+    set5, bsd100 = shared("data/Set5"), shared("data/BSD100")
+    if bundled_path("fxsr-nat-x4") is None or bundled_path("srresnet-x4") is None:
+        pytest.skip("the bundled models are not installed in this copy")
+    model, psnr_model = load_model("fxsr-nat-x4"), load_model("srresnet-x4")
+
+    def score(network: torch.nn.Module, folder, t: float | None, metrics: tuple[str, ...], **kw) -> dict[str, float]:
+        given = None if t is None else ConditionOptions(t=t)
+        return evaluate(network, folder, scale=4, metrics=metrics, conditions=given, progress=False, **kw).mean
+
+    assert score(model, set5, 0.0, ("psnr",))["psnr"] > score(psnr_model, set5, None, ("psnr",))["psnr"] - 0.3
+    ends = {t: score(model, bsd100, t, ("psnr", "niqe"), max_images=10) for t in (0.0, 0.5, 1.0)}
+    reference = score(psnr_model, bsd100, None, ("psnr",), max_images=10)
+    assert ends[1.0]["niqe"] < ends[0.0]["niqe"] - 0.5, ends
+    assert ends[1.0]["psnr"] > reference["psnr"] - 1.5, (ends, reference)
+    assert ends[1.0]["psnr"] < ends[0.5]["psnr"] < ends[0.0]["psnr"], ends
+    assert ends[1.0]["niqe"] < ends[0.5]["niqe"] - 0.5, ends
