@@ -57,11 +57,12 @@ def test_the_teacher_moves_the_l1_target_with_t_and_is_not_saved(tmp_path) -> No
     """With `teacher`, L1's target is (1 − s·t)·HR + s·t·teacher(LR), per pixel for a t map: at t = 0 the plain L1 to
     HR, at t = 1 mostly the teacher's SR; the teacher is no part of the method's weights (checkpoints stay the run's
     own)."""
+    from safetensors.torch import save_file
+
     from perceptsr.archs.natsr import NMD, NMDConfig
     from perceptsr.losses.weighted import fit_weight
     from perceptsr.methods.base import Batch
     from perceptsr.zoo.release import save_release
-    from safetensors.torch import save_file
 
     torch.manual_seed(2)
     teacher = MSRResNet(MSRResNetConfig(scale=4, num_feat=8, num_block=1)).eval()

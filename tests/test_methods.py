@@ -224,6 +224,18 @@ def test_values_are_range_checked_when_read(data: Path, key: str, value: object,
         parse_train_config(config)
 
 
+@pytest.mark.parametrize("method", ["srgan", "esrgan", "fxsr", "sftgan"])
+def test_the_discriminator_patch_size_binds_only_runs_that_train_it(method: str, data: Path, tmp_path: Path) -> None:
+    config = tiny_config(method, data)
+    config["data"]["patch_size"] = 64  # none of the tiny dense-head discriminators takes 64x64
+    with pytest.raises(ConfigError, match="discriminator takes"):
+        Trainer(parse_train_config(config), tmp_path / "gan", progress=False)
+    for phase in config["model"]["phases"].values():
+        if "image" in phase["trains"]:
+            phase["iterations"] = 0  # e.g. a PSNR-only run of srresnet on larger patches
+    Trainer(parse_train_config(config), tmp_path / "pretrain", progress=False)
+
+
 def test_fp16_on_a_cpu_is_refused_when_read(data: Path) -> None:
     with pytest.raises(ConfigError, match="precision"):
         parse_train_config({**tiny_config("srgan", data), "device": "cpu", "precision": "fp16"})

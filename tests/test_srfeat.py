@@ -174,6 +174,8 @@ def test_dense_head_needs_its_patch_size(hr_folder: Path, tmp_path: Path) -> Non
     config["model"]["patch_size"] = 48
     with pytest.raises(ConfigError, match="image_discriminator.head=conv"):
         Trainer(parse_train_config(config), tmp_path / "run", progress=False)
+    config["model"]["phases"]["gan"]["iterations"] = 0  # a pre-training run never feeds the discriminators
+    Trainer(parse_train_config(config), tmp_path / "pretrain_only", progress=False)
 
 
 # --- converter ------------------------------------------------------------------------------------------------

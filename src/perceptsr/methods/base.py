@@ -194,6 +194,10 @@ class Method(nn.Module):
         """Whether `phase` has iterations (networks and losses of phases that never run are not built)."""
         return self.phases[phase].iterations > 0
 
+    def trains(self, network: str) -> bool:
+        """Whether any phase that runs trains `network` (a PSNR-only run needs no discriminator's patch size)."""
+        return any(phase.iterations > 0 and network in phase.trains for phase in self.phases.values())
+
     def networks(self) -> dict[str, nn.Module]:
         """Every trainable network by the name phases use."""
         nets = dict(self.discriminators.items())

@@ -93,6 +93,8 @@ class FxSR(Method):
                                              allow_random=self.config.allow_random_vgg)
 
     def on_train_start(self, batch: Batch, dataset: torch.utils.data.Dataset) -> None:
+        if not self.trains("image"):
+            return
         size = self.config.discriminator.input_size
         check_patch_size(batch, size, "VGG-style", f"set data.patch_size={size}")
 

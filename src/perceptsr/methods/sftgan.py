@@ -114,6 +114,8 @@ class SFTGAN(Method):
         )
 
     def on_train_start(self, batch: Batch, dataset: torch.utils.data.Dataset) -> None:
+        if not self.trains("image"):
+            return
         size = self.config.discriminator.input_size
         check_patch_size(batch, size, "ACD", f"set data.patch_size={size} or model.discriminator.input_size")
 

@@ -114,7 +114,7 @@ class SRFeat(Method):
 
     def on_train_start(self, batch: Batch, dataset: torch.utils.data.Dataset) -> None:
         for name, net in self.discriminators.items():
-            if net.config.head == "dense":
+            if net.config.head == "dense" and self.trains(name):
                 check_patch_size(batch, self.config.patch_size, name, f"set model.patch_size={batch.hr.shape[-1]} "
                                  f"or model.{name}_discriminator.head=conv")
 
