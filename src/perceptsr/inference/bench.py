@@ -11,14 +11,14 @@ Per architecture of `archs.ARCHS` (parameter-free ones like bicubic are skipped)
   498-508 on a 2-core AVX512-BF16 EPYC).
 Input size: the largest of `sides` whose eager forward is expected within the time budget (an RRDB at
 128x128 takes minutes on 2 busy cores), so big models fall back to smaller inputs; the size used is reported.
-Peak memory (VmHWM of a fresh interpreter) comes from child processes started after all timing: one per
-model (one forward at precision auto), and the tiling case (x4 of a 2000x2000 input with the default model
-at precision auto, 512-pixel tiles; `max_tile_diff` compares it with an untiled run on a central crop, as
-benchmarks/tiling.py does). End to end (`end_to_end`): `perceptsr upscale` of a folder of photo-like images with the
-default model at precision auto, against the forward time of the same output pixels at one tile's rate, timed in
-the same run. Training (`training`, perceptsr.inference.bench_training): its/s of SRGAN and ESRGAN GAN-phase steps
-on small configs, eager NCHW fp32 against bf16 + channels-last, and the loader's share of a step. `quick=True`
-uses tiny configs and small inputs (a smoke test of the same code).
+Peak memory (VmHWM of a fresh interpreter) comes from child processes started after all timing: one per model (one
+forward at precision auto), and the tiling case (x4 of a 2000x2000 input with the default model at precision auto
+and the tile `perceptsr upscale` picks by default, as a user runs it; `max_tile_diff` compares it with an untiled
+run on a central crop, as benchmarks/tiling.py does). End to end (`end_to_end`): `perceptsr upscale` of a folder of
+photo-like images with the default model at precision auto, against the forward time of the same output pixels at
+one tile's rate, timed in the same run. Training (`training`, perceptsr.inference.bench_training): its/s of SRGAN
+and ESRGAN GAN-phase steps on small configs, eager NCHW fp32 against bf16 + channels-last, and the loader's share of
+a step. `quick=True` uses tiny configs and small inputs (a smoke test of the same code).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Settings:
     budget_s: float  # longest expected eager forward
     rounds: int  # timing rounds (best of)
     tiling_size: int
-    tiling_tile: int  # LR pixels, as benchmarks/tiling.py (auto_tile_size picks ~1000 with 20 GB free: ~12 GB RSS)
+    tiling_tile: int | None  # LR pixels; None: upscale's own choice (tile_plan: the speed cap within free memory)
     tiling_overlap: int  # LR pixels (the inference default for real models)
     tiny: bool  # tiny arch configs (spec.tiny) instead of the defaults
     e2e_size: int  # side of the end-to-end images (LR)
@@ -62,7 +62,7 @@ class Settings:
 
 
 FULL = Settings(roofline_size=256, sides=(128, 96, 64, 48, 32, 24, 16), budget_s=4.0, rounds=3, tiling_size=2000,
-                tiling_tile=512, tiling_overlap=32, tiny=False, e2e_size=1000, e2e_tile=None, e2e_overlap=None,
+                tiling_tile=None, tiling_overlap=32, tiny=False, e2e_size=1000, e2e_tile=None, e2e_overlap=None,
                 train_steps=4)
 QUICK = Settings(roofline_size=48, sides=(16,), budget_s=1.0, rounds=1, tiling_size=128, tiling_tile=96,
                  tiling_overlap=16, tiny=True, e2e_size=40, e2e_tile=24, e2e_overlap=4, train_steps=2)
@@ -220,12 +220,15 @@ def tiling_model(tiny: bool) -> tuple[str, nn.Module]:
     return f"msrresnet ({'tiny' if tiny else 'default'} config, random weights)", build_arch("msrresnet", tiny=tiny)
 
 
-def child_tiling(size: int, tile: int, overlap: int, tiny: bool) -> dict:
-    """In a fresh process: x4 of a size x size random image, tiled, at precision auto."""
-    from perceptsr.inference.upscale import upscale_tensor
+def child_tiling(size: int, tile: int | None, overlap: int, tiny: bool) -> dict:
+    """In a fresh process: x4 of a size x size random image, tiled (`tile` None: as upscale tiles by default), at
+    precision auto."""
+    from perceptsr.inference.upscale import tile_plan, upscale_tensor
 
     label, model = tiling_model(tiny)
     fast = prepare(model, precision="auto")
+    if tile is None:
+        tile = tile_plan(fast, size, size, tile=None, overlap=overlap)[0]
     lr = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     start = time.perf_counter()
     sr = upscale_tensor(fast, lr, tile=tile, overlap=overlap, precision="auto")
