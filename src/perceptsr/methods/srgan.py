@@ -109,9 +109,9 @@ class SRGAN(Method):
             )
 
     def on_train_start(self, batch: Batch, dataset: torch.utils.data.Dataset) -> None:
-        image = self.discriminators["image"]
         if not self.trains("image"):
             return
+        image = self.discriminators["image"]
         dense = getattr(image.config, "head", "dense") == "dense"
         check_patch_size(batch, image.config.input_size if dense else None, "image",
                          f"set data.patch_size={image.config.input_size} or model.discriminator.head=conv")
