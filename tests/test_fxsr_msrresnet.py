@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from perceptsr.archs.fxsr_msrresnet import FxMSRResNet, FxMSRResNetConfig
 from perceptsr.archs.srresnet import MSRResNet, MSRResNetConfig
@@ -53,27 +55,39 @@ def test_a_painted_t_map_changes_only_the_painted_region_and_its_receptive_field
     assert not changed[:18 * 4 - radius].any() and not changed[:, 22 * 4 + radius:].any()
 
 
+def _teacher(tmp_path, name: str, *, seed: int) -> MSRResNet:
+    """A tiny MSRResNet release file tmp_path/<name>.safetensors; returns the model."""
+    from perceptsr.zoo.release import save_release
+
+    torch.manual_seed(seed)
+    teacher = MSRResNet(MSRResNetConfig(scale=4, num_feat=8, num_block=1)).eval()
+    save_release(tmp_path / f"{name}.safetensors", arch="msrresnet", config=teacher.config,
+                 state_dict=teacher.state_dict())
+    return teacher
+
+
+def _nat_method(tmp_path, **config: object) -> FxSRNat:
+    """A tiny fxsr_nat method with a random frozen NMD, its teachers loaded."""
+    from safetensors.torch import save_file
+
+    from perceptsr.archs.natsr import NMD, NMDConfig
+
+    save_file(NMD(NMDConfig(num_feat=4)).state_dict(), str(tmp_path / "nmd.safetensors"))
+    method = FxSRNat(FxSRNatConfig(generator=FxMSRResNetConfig(scale=4, num_feat=8, num_block=BLOCKS, cond_feat=4),
+                                   nmd=NMDConfig(num_feat=4), nmd_init=str(tmp_path / "nmd.safetensors"), **config))
+    method.build_losses()
+    return method
+
+
 def test_the_teacher_moves_the_l1_target_with_t_and_is_not_saved(tmp_path) -> None:
     """With `teacher`, L1's target is (1 − s·t)·HR + s·t·teacher(LR), per pixel for a t map: at t = 0 the plain L1 to
     HR, at t = 1 mostly the teacher's SR; the teacher is no part of the method's weights (checkpoints stay the run's
     own)."""
-    from safetensors.torch import save_file
-
-    from perceptsr.archs.natsr import NMD, NMDConfig
     from perceptsr.losses.weighted import fit_weight
     from perceptsr.methods.base import Batch
-    from perceptsr.zoo.release import save_release
 
-    torch.manual_seed(2)
-    teacher = MSRResNet(MSRResNetConfig(scale=4, num_feat=8, num_block=1)).eval()
-    save_release(tmp_path / "teacher.safetensors", arch="msrresnet", config=teacher.config,
-                 state_dict=teacher.state_dict())
-    save_file(NMD(NMDConfig(num_feat=4)).state_dict(), str(tmp_path / "nmd.safetensors"))
-    config = FxSRNatConfig(generator=FxMSRResNetConfig(scale=4, num_feat=8, num_block=BLOCKS, cond_feat=4),
-                           nmd=NMDConfig(num_feat=4), nmd_init=str(tmp_path / "nmd.safetensors"),
-                           teacher=str(tmp_path / "teacher.safetensors"), teacher_share=0.75)
-    method = FxSRNat(config)
-    method.build_losses()
+    teacher = _teacher(tmp_path, "teacher", seed=2)
+    method = _nat_method(tmp_path, teacher=str(tmp_path / "teacher.safetensors"), teacher_share=0.75)
     assert not any(key.startswith("teacher") for key in method.state_dict())
     lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
     sr = method.generator(lr, t=torch.zeros(2, 1, 8, 8))
@@ -90,6 +104,60 @@ def test_the_teacher_moves_the_l1_target_with_t_and_is_not_saved(tmp_path) -> No
     share = fit_weight(0.75 * left_half, (32, 32))
     assert float(share[..., :12].min()) == 0.75 and float(share[..., 20:].max()) == 0.0  # smooth only near the edge
     torch.testing.assert_close(losses["l1"], (sr - (1 - share) * hr - share * target).abs().mean())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.floats(1e-3, 0.2), st.integers(0, 2**16))
+def test_shrunk_detail_lets_detail_in_by_size_strongest_first(low: float, high: float, threshold: float,
+                                                              seed: int) -> None:
+    """Share 0 keeps nothing, share 1 everything; in between each pixel's detail vector keeps its direction, never
+    grows, and the kept part grows with the share; a pixel's detail is dropped exactly when it is shorter than
+    threshold·(1 − s)/s."""
+    from perceptsr.methods.fxsr_nat import shrunk_detail
+
+    low, high = min(low, high), max(low, high)
+    detail = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 0.05
+    assert torch.equal(shrunk_detail(detail, 0.0, threshold), torch.zeros_like(detail))
+    torch.testing.assert_close(shrunk_detail(detail, 1.0, threshold), detail)
+    size = detail.pow(2).mean(dim=1, keepdim=True).sqrt()
+    kept = [shrunk_detail(detail, s, threshold) for s in (low, high)]
+    for k in kept:
+        ratio = (k * detail).sum(dim=1, keepdim=True) / detail.pow(2).sum(dim=1, keepdim=True)
+        torch.testing.assert_close(k, ratio * detail)  # the same direction
+        assert float(ratio.min()) >= 0 and float(ratio.max()) <= 1 + 1e-12
+    assert bool((kept[0].abs() <= kept[1].abs() + 1e-12).all())
+    if 0 < low < 1:
+        dropped = (kept[0] == 0).all(dim=1, keepdim=True)
+        assert torch.equal(dropped, size <= threshold * (1 - low) / low)
+
+
+def test_the_shrink_blend_moves_from_hr_to_the_teacher_through_the_base(tmp_path) -> None:
+    """teacher_blend shrink: L1's target is (1 − u)·HR + u·base + shrunk_detail(teacher − base, u), u = share·t: at
+    t = 0 HR, at t = 1 (share 1) the teacher's SR; per pixel for a t map. It needs teacher_base."""
+    from perceptsr.config import ConfigError
+    from perceptsr.methods.base import Batch
+    from perceptsr.methods.fxsr_nat import shrunk_detail
+
+    teacher, base = _teacher(tmp_path, "teacher", seed=3), _teacher(tmp_path, "base", seed=4)
+    method = _nat_method(tmp_path, teacher=str(tmp_path / "teacher.safetensors"), teacher_share=1.0,
+                         teacher_blend="shrink", teacher_base=str(tmp_path / "base.safetensors"),
+                         shrink_threshold=0.01)
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    sr = method.generator(lr, t=torch.zeros(2, 1, 8, 8))
+    with torch.no_grad():
+        n, p = teacher(lr).clamp(0, 1), base(lr).clamp(0, 1)
+    for level, target in ((0.0, hr), (1.0, n), (0.4, 0.6 * hr + 0.4 * p + shrunk_detail(n - p, 0.4, 0.01))):
+        losses = method.generator_losses(Batch(lr, hr, {"t": torch.full((2, 1, 8, 8), level)}), sr, "gan")
+        torch.testing.assert_close(losses["l1"], (sr - target).abs().mean())
+    right_half = torch.zeros(2, 1, 8, 8)  # t = 0.4 on the right half: HR's target on the left, far from the edge
+    right_half[..., 4:] = 0.4
+    share = torch.nn.functional.interpolate(right_half, size=(32, 32), mode="bilinear", antialias=True)
+    target = torch.lerp(hr, p, share) + shrunk_detail(n - p, share, 0.01)
+    assert bool((target[..., :8] == hr[..., :8]).all())
+    losses = method.generator_losses(Batch(lr, hr, {"t": right_half}), sr, "gan")
+    torch.testing.assert_close(losses["l1"], (sr - target).abs().mean())
+    with pytest.raises(ConfigError, match="teacher_base"):
+        FxSRNatConfig(teacher="natsr-x4", teacher_blend="shrink")
 
 
 # --- the bundled controllable model ------------------------------------------------------------------------------

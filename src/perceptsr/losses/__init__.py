@@ -34,8 +34,8 @@ from perceptsr.losses.weighted import (
 
 PixelKind = Literal["l1", "mse", "charbonnier"]
 __all__ = ["ADVERSARIAL_KINDS", "AdversarialKind", "LossWeights", "PerceptualLoss", "PixelKind", "Weight",
-           "discriminator_loss", "fit_weight", "generator_loss", "gradient_penalty", "lattice_loss", "pixel_loss",
-           "weighted_l1", "relativistic_terms", "weighted_mean", "weighted_ragan"]
+           "discriminator_loss", "fidelity_terms", "fit_weight", "generator_loss", "gradient_penalty", "lattice_loss",
+           "pixel_loss", "weighted_l1", "relativistic_terms", "weighted_mean", "weighted_ragan"]
 
 
 def pixel_loss(kind: PixelKind, sr: Tensor, hr: Tensor, *, eps: float = 1e-3) -> Tensor:
@@ -47,6 +47,17 @@ def pixel_loss(kind: PixelKind, sr: Tensor, hr: Tensor, *, eps: float = 1e-3) ->
     if kind == "charbonnier":
         return torch.sqrt((sr - hr).square() + eps * eps).mean()
     raise ConfigError(f"unknown pixel loss {kind!r}; known: l1, mse, charbonnier")
+
+
+def fidelity_terms(sr: Tensor, hr: Tensor, *, pixel_kind: PixelKind, pixel_weight: float,
+                   content: PerceptualLoss | None) -> dict[str, Tensor]:
+    """SRGAN-style terms tying SR to HR: "pixel" (weighted; left out at weight 0) and "content" (if given)."""
+    terms = {}
+    if pixel_weight:
+        terms["pixel"] = pixel_weight * pixel_loss(pixel_kind, sr, hr)
+    if content is not None:
+        terms["content"] = content(sr, hr)
+    return terms
 
 
 def lattice_loss(sr: Tensor, hr: Tensor, scale: int) -> Tensor:

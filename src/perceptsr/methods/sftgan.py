@@ -24,7 +24,13 @@ from perceptsr.archs.sftgan import ACDConfig, ACDDiscriminator, SFTNetConfig
 from perceptsr.config import require
 from perceptsr.data.segpairs import ClassLabel, SegTrainDataset
 from perceptsr.errors import ConfigError
-from perceptsr.losses import AdversarialKind, PerceptualLoss, discriminator_loss, generator_loss, pixel_loss
+from perceptsr.losses import (
+    AdversarialKind,
+    PerceptualLoss,
+    discriminator_loss,
+    fidelity_terms,
+    generator_loss,
+)
 from perceptsr.methods.base import (
     GENERATOR,
     Batch,
@@ -124,11 +130,8 @@ class SFTGAN(Method):
 
     def generator_losses(self, batch: Batch, sr: Tensor, phase: str) -> dict[str, Tensor]:
         cfg, image = self.config, self.discriminators["image"]
-        terms = {}
-        if cfg.pixel_weight:
-            terms["pixel"] = cfg.pixel_weight * pixel_loss(cfg.pixel_loss, sr, batch.hr)
-        if self.content is not None:
-            terms["content"] = self.content(sr, batch.hr)
+        terms = fidelity_terms(sr, batch.hr, pixel_kind=cfg.pixel_loss, pixel_weight=cfg.pixel_weight,
+                               content=self.content)
         fake, fake_class = image(sr)
         real = image(batch.hr)[0].detach() if cfg.adversarial == "ragan" else None
         terms["adversarial"] = cfg.adversarial_weight * generator_loss(cfg.adversarial, fake, real)

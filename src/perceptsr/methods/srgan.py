@@ -29,6 +29,7 @@ from perceptsr.losses import (
     PerceptualLoss,
     PixelKind,
     discriminator_loss,
+    fidelity_terms,
     generator_loss,
     pixel_loss,
 )
@@ -122,11 +123,8 @@ class SRGAN(Method):
         if phase == "pretrain":
             return {self.config.pretrain_loss: pixel_loss(self.config.pretrain_loss, sr, batch.hr)}
         cfg, image = self.config, self.discriminators["image"]
-        terms = {}
-        if cfg.pixel_weight:
-            terms["pixel"] = cfg.pixel_weight * pixel_loss(cfg.pixel_loss, sr, batch.hr)
-        if self.content is not None:
-            terms["content"] = self.content(sr, batch.hr)
+        terms = fidelity_terms(sr, batch.hr, pixel_kind=cfg.pixel_loss, pixel_weight=cfg.pixel_weight,
+                               content=self.content)
         real = image(batch.hr).detach() if cfg.adversarial == "ragan" else None
         terms["adversarial"] = cfg.adversarial_weight * generator_loss(cfg.adversarial, image(sr), real)
         return terms
