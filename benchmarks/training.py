@@ -2,7 +2,8 @@
 
 python benchmarks/training.py [--data DIR ...] [--steps 6] [--warmup 2] [--workers 1] [--json]
 
-Each variant (fp32 NCHW, fp32 channels-last, bf16 autocast + channels-last) trains the same run from the same
+Each variant (fp32 NCHW with torch's per-parameter Adam loop, then with the engine's fused Adam: fp32 NCHW, fp32
+channels-last, bf16 autocast + channels-last) trains the same run from the same
 seed with the real `Trainer` through perceptsr.inference.bench_training (the timing loop of `perceptsr bench`'s
 training section, which runs smaller configs of SRGAN and ESRGAN): SRGAN's paper generator (SRResNet, 16 BN
 blocks, 64 channels), its discriminator, VGG54 content loss, 4 x 64x64 HR patches. The VGG is RANDOMLY
@@ -23,11 +24,11 @@ sys.path.insert(0, str(ROOT / "src"))
 from perceptsr.inference.bench import machine  # noqa: E402
 from perceptsr.inference.bench_training import run_variant  # noqa: E402
 
-VARIANTS = {"fp32 NCHW": ("fp32", False), "fp32 channels-last": ("fp32", True),
-            "bf16 channels-last": ("bf16", True)}
+VARIANTS = {"fp32 NCHW, Adam loop": ("fp32", False, False), "fp32 NCHW": ("fp32", False, True),
+            "fp32 channels-last": ("fp32", True, True), "bf16 channels-last": ("bf16", True, True)}
 
 
-def config(data: list[str], steps: int, workers: int, precision: str, channels_last: bool) -> dict:
+def config(data: list[str], steps: int, workers: int, precision: str, channels_last: bool, fused: bool) -> dict:
     """The fixed benchmark run: SRGAN's GAN phase only, small patches, random VGG."""
     return {
         "method": "srgan",
@@ -37,7 +38,7 @@ def config(data: list[str], steps: int, workers: int, precision: str, channels_l
                   "phases": {"pretrain": {"iterations": 0},
                              "gan": {"iterations": steps, "trains": ["generator", "image"]}}},
         "data": {"train": data, "patch_size": 64, "batch_size": 4, "workers": workers},
-        "precision": precision, "channels_last": channels_last,
+        "precision": precision, "channels_last": channels_last, "fused_optimizer": fused,
         "log_every": 1, "save_every": 10**9, "val_every": 10**9,
     }
 
@@ -52,14 +53,14 @@ def main() -> None:
     args = parser.parse_args()
     conditions = machine()
     results = {}
-    for name, (precision, channels_last) in VARIANTS.items():
-        run = config(args.data, args.steps + args.warmup + 1, args.workers, precision, channels_last)
+    for name, (precision, channels_last, fused) in VARIANTS.items():
+        run = config(args.data, args.steps + args.warmup + 1, args.workers, precision, channels_last, fused)
         timed = run_variant(run, args.warmup)
         results[name] = {"seconds_per_step": round(timed["seconds_per_step"], 3),
                          "iterations_per_s": round(timed["its_per_s"], 3),
                          "loader_share": round(timed["loader_fraction"], 4), "steps_measured": timed["steps_measured"],
                          "first_step_losses": timed["first_step_losses"]}
-    base = results["fp32 NCHW"]["seconds_per_step"]
+    base = results["fp32 NCHW, Adam loop"]["seconds_per_step"]
     for result in results.values():
         result["speedup_vs_fp32_nchw"] = round(base / result["seconds_per_step"], 2)
     summary = {"conditions": {**conditions, "load_average_1min_end": machine()["load_average_1min"],
@@ -74,7 +75,7 @@ def main() -> None:
           f"{c['cpu']}, {c['threads']} threads, load {c['load_average_1min']} -> {c['load_average_1min_end']}")
     for name, r in results.items():
         losses = ", ".join(f"{k} {v:.5g}" for k, v in r["first_step_losses"].items())
-        print(f"{name:20s} {r['iterations_per_s']:6.3f} it/s  x{r['speedup_vs_fp32_nchw']:.2f}  "  # noqa: T201
+        print(f"{name:22s} {r['iterations_per_s']:6.3f} it/s  x{r['speedup_vs_fp32_nchw']:.2f}  "  # noqa: T201
               f"loader {100 * r['loader_share']:4.1f}% of a step  (median of {r['steps_measured']}); step 1: {losses}")
 
 

@@ -19,9 +19,16 @@ from tolerance import assert_paths_close
 
 from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
 from perceptsr.engine.setup import build_method, load_train_config, parse_train_config
-from perceptsr.engine.train import Trainer, TrainingError, learning_rate
+from perceptsr.engine.train import (
+    Trainer,
+    TrainingError,
+    cast_loss_networks,
+    learning_rate,
+    make_optimizer,
+    restore_optimizer,
+)
 from perceptsr.errors import ConfigError
-from perceptsr.methods.base import ScheduleConfig
+from perceptsr.methods.base import OptimizerConfig, ScheduleConfig
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +119,68 @@ def test_schedules() -> None:
     assert [learning_rate(1.0, multistep, s, 6) for s in range(6)] == [1, 1, 0.5, 0.5, 0.25, 0.25]
     cosine = ScheduleConfig(kind="cosine", eta_min=0.0)
     assert learning_rate(1.0, cosine, 0, 10) == 1.0 and learning_rate(1.0, cosine, 5, 10) == pytest.approx(0.5)
+
+
+@pytest.mark.filterwarnings("ignore:RANDOM VGG")
+def test_fused_adam_makes_the_loop_update_and_takes_its_state(hr_folder: Path) -> None:
+    """The engine's fused Adam (fused_optimizer, the default) against torch's per-parameter loop on the same
+    gradients: the same weights after 3 steps, and again after 3 more from each other's saved state (a run resumed
+    across the switch). Each step rounds every weight (float32, at its size); Adam's steps move them by ~lr each."""
+    config = parse_train_config(tiny(hr_folder))
+    torch.manual_seed(0)
+    method = build_method(config)
+    optimizer_config = OptimizerConfig(learning_rate=1e-3)
+    nets = {fused: build_method(config) for fused in (True, False)}
+    for net in nets.values():
+        net.generator.load_state_dict(method.generator.state_dict())
+    optimizers = {fused: make_optimizer(optimizer_config, net, "generator", "pretrain", fused=fused)
+                  for fused, net in nets.items()}
+    assert optimizers[True].defaults["fused"] and not optimizers[False].defaults["fused"]
+    gradients = torch.Generator().manual_seed(1)
+
+    def steps(count: int) -> None:
+        for _ in range(count):
+            grads = [torch.randn(p.shape, generator=gradients) for p in method.generator.parameters()]
+            for fused, net in nets.items():
+                for param, grad in zip(net.generator.parameters(), grads, strict=True):
+                    param.grad = grad.clone()
+                optimizers[fused].step()
+
+    @torch.no_grad()
+    def compare(count: int) -> None:
+        peak = max(float(p.abs().max()) for p in method.generator.parameters())
+        tolerance = 8 * torch.finfo(torch.float32).eps * count * max(peak, 1.0)
+        moved = 0.0
+        for start, one, two in zip(method.generator.parameters(), nets[True].generator.parameters(),
+                                   nets[False].generator.parameters(), strict=True):
+            assert float((one - two).abs().max()) <= tolerance
+            moved = max(moved, float((one - start).abs().max()))
+        assert moved > 100 * tolerance  # the steps moved the weights far beyond the rounding allowed
+
+    steps(3)
+    compare(3)
+    states = {fused: optimizer.state_dict() for fused, optimizer in optimizers.items()}
+    for fused, optimizer in optimizers.items():
+        restore_optimizer(optimizer, states[not fused])
+    steps(3)
+    compare(6)
+
+
+@pytest.mark.filterwarnings("ignore:RANDOM VGG")
+def test_the_frozen_vgg_is_kept_in_the_autocast_dtype(hr_folder: Path) -> None:
+    """bf16 runs store the perceptual loss's VGG weights in bf16 once, as autocast would cast them on every call:
+    the loss is bit-identical; the trained networks (saved in checkpoints) and VGG's normalisation stay float32."""
+    method = build_method(parse_train_config(tiny(hr_folder)))
+    generator = torch.Generator().manual_seed(2)
+    sr, hr = torch.rand(2, 3, 32, 32, generator=generator), torch.rand(2, 3, 32, 32, generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        before = method.content(sr, hr)
+    cast_loss_networks(method, torch.bfloat16)
+    assert {p.dtype for p in method.content.parameters()} == {torch.bfloat16}
+    assert {b.dtype for b in method.content.buffers()} == {torch.float32}
+    assert {p.dtype for net in method.networks().values() for p in net.parameters()} == {torch.float32}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(method.content(sr, hr), before)
 
 
 def test_unknown_config_key_names_its_path(hr_folder: Path) -> None:

@@ -44,6 +44,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Precision = "fp32"
     channels_last: bool = False
+    fused_optimizer: bool = True  # Adam's one-pass kernel; false: torch's per-parameter loop (same update)
     init: str | None = None
     log_every: int = 50
     val_every: int = 1000

@@ -2,8 +2,9 @@
 NCHW fp32 against the fast setting, and the data loader's share of a step.
 
 Each variant trains the same small run from the same seed with the real `Trainer` (engine/train.py) on a folder
-of photo-like images made here. fast = bf16 autocast + channels-last where bf16 is native on this CPU (fp32
-channels-last otherwise). The VGG of the perceptual losses is RANDOMLY INITIALISED (allow_random_vgg): the same
+of photo-like images made here. fast = the engine's fused Adam with bf16 autocast + channels-last where bf16 is
+native on this CPU (fp32 channels-last otherwise); eager = fp32 NCHW with torch's per-parameter Adam loop, as a
+plain training loop runs. The VGG of the perceptual losses is RANDOMLY INITIALISED (allow_random_vgg): the same
 FLOPs as the real one and no download; a bench is not a training run, its loss values mean nothing.
 
 The loader is wrapped to time every `next()`: a step is the interval between two batch requests (after the
@@ -40,7 +41,7 @@ def small_config(method: str, *, tiny: bool) -> dict:
 
 
 def run_config(method: str, data: list[str], *, steps: int, precision: str, channels_last: bool, tiny: bool,
-               workers: int = 1) -> dict:
+               workers: int = 1, fused_optimizer: bool = True) -> dict:
     """A whole run: `method`'s GAN phase only, `steps` iterations, small patches, no checkpoints or validation."""
     model = small_config(method, tiny=tiny)
     # ESRGAN's discriminator takes 128x128 only
@@ -49,7 +50,7 @@ def run_config(method: str, data: list[str], *, steps: int, precision: str, chan
     model["phases"] = {"pretrain": {"iterations": 0}, "gan": {"iterations": steps, "trains": ["generator", "image"]}}
     return {"method": method, "model": model,
             "data": {"train": data, "patch_size": patch, "batch_size": batch, "workers": workers},
-            "precision": precision, "channels_last": channels_last,
+            "precision": precision, "channels_last": channels_last, "fused_optimizer": fused_optimizer,
             "log_every": 1, "save_every": 10**9, "val_every": 10**9}
 
 
@@ -119,21 +120,22 @@ def fast_setting() -> tuple[str, bool]:
 
 def training_bench(methods: tuple[str, ...] = ("srgan", "esrgan"), *, steps: int = 6, warmup: int = WARMUP,
                    tiny: bool = False, passes: int = 1) -> dict:
-    """The bench's `training` section: per method, its/s of eager fp32 NCHW and of the fast setting, the
-    speed-up, and the loader's share of a fast step. The variants of a method alternate for `passes` passes
+    """The bench's `training` section: per method, its/s of eager fp32 NCHW (torch's per-parameter Adam loop, as a
+    plain training loop runs) and of the fast setting (the engine's defaults: fused Adam), the speed-up, and the
+    loader's share of a fast step. The variants of a method alternate for `passes` passes
     (each keeps its fastest pass), so a change of load on a shared machine hits both; tiny runs load in the main
     process (no worker to start), the others with one loader worker."""
     precision, channels_last = fast_setting()
-    variants = {"eager_fp32": ("fp32", False), "fast": (precision, channels_last)}
+    variants = {"eager_fp32": ("fp32", False, False), "fast": (precision, channels_last, True)}
     results = {}
     with tempfile.TemporaryDirectory(prefix="perceptsr-bench-data-") as folder:
         data = make_data(Path(folder), count=2 if tiny else 16, size=128 if tiny else 160)
         for method in methods:
             timed: dict[str, dict] = {}
             for _ in range(max(1, passes)):
-                for name, (p, cl) in variants.items():
+                for name, (p, cl, fused) in variants.items():
                     run = run_config(method, data, steps=steps + warmup + 1, precision=p, channels_last=cl,
-                                     tiny=tiny, workers=0 if tiny else 1)
+                                     tiny=tiny, workers=0 if tiny else 1, fused_optimizer=fused)
                     result = run_variant(run, warmup)
                     if name not in timed or result["seconds_per_step"] < timed[name]["seconds_per_step"]:
                         timed[name] = result
