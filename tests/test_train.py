@@ -22,7 +22,6 @@ from perceptsr.engine.setup import build_method, load_train_config, parse_train_
 from perceptsr.engine.train import (
     Trainer,
     TrainingError,
-    cast_loss_networks,
     learning_rate,
     make_optimizer,
     restore_optimizer,
@@ -164,23 +163,6 @@ def test_fused_adam_makes_the_loop_update_and_takes_its_state(hr_folder: Path) -
         restore_optimizer(optimizer, states[not fused])
     steps(3)
     compare(6)
-
-
-@pytest.mark.filterwarnings("ignore:RANDOM VGG")
-def test_the_frozen_vgg_is_kept_in_the_autocast_dtype(hr_folder: Path) -> None:
-    """bf16 runs store the perceptual loss's VGG weights in bf16 once, as autocast would cast them on every call:
-    the loss is bit-identical; the trained networks (saved in checkpoints) and VGG's normalisation stay float32."""
-    method = build_method(parse_train_config(tiny(hr_folder)))
-    generator = torch.Generator().manual_seed(2)
-    sr, hr = torch.rand(2, 3, 32, 32, generator=generator), torch.rand(2, 3, 32, 32, generator=generator)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        before = method.content(sr, hr)
-    cast_loss_networks(method, torch.bfloat16)
-    assert {p.dtype for p in method.content.parameters()} == {torch.bfloat16}
-    assert {b.dtype for b in method.content.buffers()} == {torch.float32}
-    assert {p.dtype for net in method.networks().values() for p in net.parameters()} == {torch.float32}
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(method.content(sr, hr), before)
 
 
 def test_unknown_config_key_names_its_path(hr_folder: Path) -> None:

@@ -386,8 +386,10 @@ def run_bench(*, quick: bool = False, models: list[str] | None = None, compile: 
 
         sections["training"] = training_bench(steps=settings.train_steps, warmup=1 if settings.tiny else 2,
                                               tiny=settings.tiny, passes=1 if settings.tiny else 2)
-        conditions["training_note"] = ("training: random VGG weights (allow_random_vgg), a speed bench, not a "
-                                       "training run; fast = bf16 autocast + channels-last where bf16 is native")
+        conditions["training_note"] = (
+            "training: random VGG weights (allow_random_vgg), a speed bench, not a training run; fast = the engine's "
+            "fused Adam with bf16 autocast + channels-last where bf16 is native; eager = fp32 NCHW with torch's "
+            "per-parameter Adam loop")
     conditions["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     jobs = [{"kind": "model", "arch": name, "side": int(r["input"].split("x")[0]), "tiny": settings.tiny}
             for name, r in results.items()]
