@@ -239,6 +239,7 @@ def test_training_steps_sft_first(train_data: tuple[Path, Path], tmp_path: Path)
     assert logs[-1]["d_class"] > 0
 
 
+@pytest.mark.filterwarnings("ignore:RANDOM VGG")
 def test_validation_and_missing_maps_are_config_errors(train_data: tuple[Path, Path], tmp_path: Path) -> None:
     config = tiny_config(*train_data, other_start=0)
     config["data"]["val"] = [str(train_data[0] / "sky")]
