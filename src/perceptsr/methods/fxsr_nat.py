@@ -102,8 +102,6 @@ class FxSRNatConfig:
                 "fxsr_nat trains [generator, image] (the NMD stays frozen)")
         require(self.blobs >= 0, "blobs", f"must be >= 0, got {self.blobs}")
         require(0.0 <= self.teacher_share <= 1.0, "teacher_share", f"must be in [0, 1], got {self.teacher_share}")
-        require(self.teacher_blend in ("linear", "shrink"), "teacher_blend",
-                f"must be linear or shrink, got {self.teacher_blend!r}")
         if self.teacher_blend == "shrink":
             require(self.teacher is not None and self.teacher_base is not None, "teacher_blend",
                     "shrink needs both teacher and teacher_base (the PSNR model its detail is measured from)")
