@@ -6,7 +6,9 @@ Channels-last CPU tensors, inference mode, best of `rounds`, fp32 and bf16 (bf16
 support). Rows, each as the model has it vs the rewrite: conv 3x3 64->64 + LeakyReLU, conv + 0.2-scaled residual
 add (RRDB, residual blocks), conv 64->256 + pixel shuffle 2 + LeakyReLU (sub-pixel upsamplers) vs FusedConv; conv
 3x3 and 9x9 64->3 (the final conv of every generator) vs RowBlockConv; SRResNet's end (conv 64->256, shuffle 2,
-PReLU, RowBlockConv 9x9 64->3) vs the shuffle skipped and the 9x9 run on the LR phases (polyphase_conv).
+PReLU, RowBlockConv 9x9 64->3) vs the shuffle skipped and the 9x9 run on the LR phases (polyphase_conv);
+nearest x2 + conv 3x3 64->64 + LeakyReLU (RRDBNet's upsampling stages) as FusedConv after F.interpolate vs
+NearestUpsampleConv.
 Prints milliseconds and the ratio; the ratios are what count.
 """
 
@@ -26,7 +28,12 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402, N812
 
 from perceptsr.inference.fast import native_reduced_precision  # noqa: E402
-from perceptsr.inference.fusion import FusedConv, RowBlockConv, polyphase_conv  # noqa: E402
+from perceptsr.inference.fusion import (  # noqa: E402
+    FusedConv,
+    NearestUpsampleConv,
+    RowBlockConv,
+    polyphase_conv,
+)
 
 
 def best_ms(function: Callable[[], object], rounds: int) -> float:
@@ -55,6 +62,7 @@ def cases(side: int) -> dict[str, tuple[Layer, Layer]]:
     prelu, phases_prelu = nn.PReLU(64), nn.PReLU(256)
     phases_prelu.weight.data = prelu.weight.detach().repeat(4)
     phases, polyphase = FusedConv(up, shuffle=2, unshuffle=False), FusedConv(polyphase_conv(narrow9, 2), shuffle=2)
+    upsampling = NearestUpsampleConv(conv, ("leaky_relu", 0.1))
 
     def like() -> torch.Tensor:  # the residual in the dtype the conv output has
         return residual.to(torch.get_autocast_dtype("cpu")) if torch.is_autocast_enabled("cpu") else residual
@@ -64,6 +72,8 @@ def cases(side: int) -> dict[str, tuple[Layer, Layer]]:
             "conv 64->256 + shuffle + LReLU": (lambda x: F.leaky_relu(F.pixel_shuffle(up(x), 2), 0.1), shuffled),
             "up + PReLU + 9x9 64->3": (lambda x: blocked9(prelu(F.pixel_shuffle(up(x), 2))),
                                        lambda x: polyphase(phases_prelu(phases(x)))),
+            "nearest x2 + conv3x3 + LReLU": (
+                lambda x: with_activation(F.interpolate(x, scale_factor=2, mode="nearest")), upsampling),
             "conv3x3 64->3": (narrow3, blocked3),
             "conv9x9 64->3": (narrow9, blocked9)}
 

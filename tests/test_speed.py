@@ -299,6 +299,47 @@ def test_polyphase_narrow_conv_after_an_upsampler_equals_eager(scale: int, act: 
         assert len(kept) == 1  # the HR map of 16 channels is never shuffled out
 
 
+class _UpsampleThenConv(nn.Module):
+    """F.interpolate(x, scale_factor=2, mode="nearest") -> conv [-> activation], as RRDBNet's upsampling stages."""
+
+    def __init__(self, kernel: int, activation: nn.Module) -> None:
+        super().__init__()
+        self.conv, self.act, self.scale = nn.Conv2d(16, 8, kernel, padding=kernel // 2), activation, 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.conv(F.interpolate(x, scale_factor=2, mode="nearest")))
+
+
+@pytest.mark.parametrize("form, kernel, act", [("function", 3, "leaky"), ("function", 3, "none"),
+                                               ("module", 3, "relu"), ("function", 5, "leaky")])
+def test_nearest_upsampling_and_conv_run_as_phase_convs_on_the_lr_map(form: str, kernel: int, act: str) -> None:
+    """nearest x2 + 3x3 conv (+ activation) -> NearestUpsampleConv, equal to eager at every border and phase
+    (odd sizes, batch of 2); a 5x5 conv is left as it is."""
+    from perceptsr.inference.fusion import NearestUpsampleConv
+
+    torch.manual_seed(kernel)
+    activation = {"leaky": nn.LeakyReLU(0.2), "relu": nn.ReLU(), "none": nn.Identity()}[act]
+    if form == "module":
+        net = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(16, 8, kernel, padding=1),
+                            activation)
+        net.scale = 2
+    else:
+        net = _UpsampleThenConv(kernel, activation)
+    x = torch.randn(2, 16, 7, 5)
+    with torch.no_grad():
+        expected = net(x)
+    fast = speed.prepare(copy.deepcopy(net), precision="fp32")
+    out = fast(x)
+    assert out.shape == (2, 8, 14, 10) and expected.abs().max() > 0.1
+    assert_paths_close(out, expected, depth=network_depth(net), what=f"{form} nearest x2 + conv{kernel} vs eager")
+    if torch.backends.mkldnn.is_available():
+        rewritten = [m for m in fast.model.modules() if isinstance(m, NearestUpsampleConv)]
+        assert len(rewritten) == (kernel == 3)
+        if rewritten and act != "none":  # the activation went into the phase conv as its post-op
+            assert rewritten[0].phases.activation is not None
+            assert not any(type(m) in (nn.ReLU, nn.LeakyReLU) for m in fast.model.modules())
+
+
 class _Conditioned(nn.Module):
     """An FxSR-like use of SFT layers: a condition net ending in a widening 1x1 conv feeds two SFT layers."""
 

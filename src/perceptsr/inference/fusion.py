@@ -12,8 +12,10 @@ On CPU (oneDNN), each conv becomes a FusedConv that takes in what follows it:
 Each SFT layer becomes a FastSFT (two convs and one addcmul instead of four convs and four elementwise passes),
 with a condition net's widening last 1x1 conv folded into it (FxSR: the SFT layers read the 1-channel t features).
 Measured on FxSR at 48x48 with a random t map (1 thread, 2-core AVX512-BF16 EPYC, three runs each, the CPU shared
-with a training run): 1.14x fp32, 1.09x bf16. Running nearest x2 upsampling + conv as one conv on the LR map with
-4x the outputs and a shuffle measured 0.87-1.19x (the shuffle writes what the upsampling wrote): not done.
+with a training run): 1.14x fp32, 1.09x bf16. Nearest x2 upsampling + 3x3 conv (RRDBNet, FxSR,
+SFTGAN) becomes NearestUpsampleConv: the conv's four output phases are 2x2 convs on the LR map, 2.25x fewer
+multiply-adds and no upsampled copy of the input (the same as one conv with 3x3 LR kernels and 4x the outputs,
+which computes the zero taps too, measured 0.87-1.19x; not kept).
 A PReLU on a conv's output that nothing else reads overwrites that output (InPlacePReLU; big maps a band of rows
 at a time), so no second HR-size map is allocated.
 A narrow conv (the last conv of every generator, 64->3 at full resolution) costs as much as a 64->16 one: oneDNN
@@ -33,6 +35,7 @@ A model that cannot be traced (control flow on tensor values or shapes) keeps it
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import operator
 from collections import Counter
@@ -177,6 +180,50 @@ def polyphase_conv(conv: nn.Conv2d, r: int) -> nn.Conv2d:
     if conv.bias is not None:
         lr_conv.bias.data = conv.bias.detach().repeat_interleave(r * r)
     return lr_conv
+
+
+def _phase_taps(w: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """A 3-tap kernel axis seen from the LR map by nearest x2 upsampling: even output positions read LR pixels
+    (k-1, k) with taps (w0, w1 + w2), odd ones read (k, k+1) with (w0 + w1, w2)."""
+    w0, w1, w2 = w.unbind(dim)
+    return torch.stack([w0, w1 + w2], dim), torch.stack([w0 + w1, w2], dim)
+
+
+class NearestUpsampleConv(nn.Module):
+    """conv3x3(nearest_upsample_x2(x)) [+ ReLU/LeakyReLU], computed on the LR map x.
+
+    Each HR pixel's 3x3 window covers only 2x2 LR pixels, so its conv is a 2x2 conv on x with summed taps; the
+    phase (p, q) of an HR pixel (row parity, column parity) decides which taps sum. One FusedConv computes all
+    four phases (4x the output channels, 2x2 kernel, zero padding 1: the zero row and column outside x are what the
+    upsampled map's zero padding reads), and four strided copies interleave them, phase (p, q) of LR window
+    (a, b) going to HR pixel (2a - 1 + p, 2b - 1 + q). 4 x 4 instead of 4 x 9 multiply-adds per LR pixel and
+    output channel; the upsampled map is never made. Exact up to float summation order. `python
+    benchmarks/fusion.py --side 128 / 256` (64->64 + LeakyReLU, 2 threads, AVX512-BF16 EPYC): 1.61x / 1.15x
+    fp32, 1.76x / 1.78x bf16; whole RRDBNet x4 forwards at 128x128, A/B in one process: 1.06-1.09x fp32,
+    1.05x bf16.
+    Needs a 3x3, stride 1, padding 1 conv without groups or dilation.
+    """
+
+    def __init__(self, conv: nn.Conv2d, activation: tuple[str, float] | None = None) -> None:
+        super().__init__()
+        rows = _phase_taps(conv.weight.detach(), 2)
+        phases = [tap for row in rows for tap in _phase_taps(row, 3)]  # (p, q) = (0, 0), (0, 1), (1, 0), (1, 1)
+        phase_conv = nn.Conv2d(conv.in_channels, 4 * conv.out_channels, 2, 1, 1, bias=conv.bias is not None)
+        phase_conv.weight.data = torch.cat(phases).contiguous()
+        if conv.bias is not None:
+            phase_conv.bias.data = conv.bias.detach().repeat(4)
+        self.phases = FusedConv(phase_conv, activation=activation)
+        self.channels = conv.out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        c = self.channels
+        y = self.phases(x).permute(0, 2, 3, 1)  # N x (h+1) x (w+1) x 4C
+        out = torch.empty((n, c, 2 * h, 2 * w), dtype=y.dtype, device=y.device, memory_format=torch.channels_last)
+        hr = out.permute(0, 2, 3, 1)
+        for index, (p, q) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            hr[:, p::2, q::2] = y[:, p:p + h, q:q + w, index * c:(index + 1) * c]
+        return out
 
 
 class FastSFT(nn.Module):
@@ -462,6 +509,42 @@ def _fuse_sft_layers(g: _Graph) -> None:
         g.graph.erase_node(cond)
 
 
+def _nearest_x2(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """`node` is nearest upsampling x2 of its first argument (F.interpolate or nn.Upsample)."""
+    if node.op == "call_module":
+        module = modules.get(node.target)
+        return type(module) is nn.Upsample and module.size is None and module.mode == "nearest" and \
+            module.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)) and not module.recompute_scale_factor
+    if node.op != "call_function" or node.target not in (F.interpolate, nn.functional.interpolate):
+        return False
+    try:
+        bound = inspect.signature(F.interpolate).bind(*node.args, **node.kwargs)
+    except TypeError:
+        return False
+    bound.apply_defaults()
+    arguments = bound.arguments
+    return arguments["size"] is None and arguments["mode"] == "nearest" and \
+        arguments["scale_factor"] in (2, 2.0, (2, 2), (2.0, 2.0)) and not arguments["recompute_scale_factor"]
+
+
+def _fuse_nearest_upsampling(g: _Graph) -> None:
+    """nearest upsampling x2 -> 3x3 conv [-> ReLU/LeakyReLU] -> NearestUpsampleConv."""
+    for node in g.nodes():
+        if not _nearest_x2(node, g.modules) or (conv_node := _only_user(node)) is None:
+            continue
+        conv = g.conv(conv_node, single_user=False)
+        if conv is None or conv_node.args[0] is not node or conv.kernel_size != (3, 3) or conv.stride != (1, 1) \
+                or conv.padding != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
+            continue
+        chain, activation = [conv_node], None
+        follower = _only_user(conv_node)
+        if follower is not None and follower.args[0] is conv_node and \
+                (activation := _activation(follower, g.modules)) is not None:
+            chain.append(follower)
+        g.collapse(chain, NearestUpsampleConv(conv, activation), (node.args[0],))
+        g.graph.erase_node(node)
+
+
 def _fuse_shuffles_and_activations(g: _Graph) -> None:
     """conv -> [pixel_shuffle r] -> [ReLU/LeakyReLU] -> one FusedConv."""
     for node in g.nodes():
@@ -557,6 +640,7 @@ def fuse_for_inference(model: nn.Module, *, activations: bool) -> nn.Module:
     _fold_batch_norms(g)
     if activations:
         _fuse_sft_layers(g)
+        _fuse_nearest_upsampling(g)
         _fuse_residual_adds(g)
         _fuse_shuffles_and_activations(g)
         _fuse_polyphase(g)
