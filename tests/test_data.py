@@ -20,7 +20,7 @@ from perceptsr.data.datasets import (
     crop_and_augment,
     make_train_loader,
 )
-from perceptsr.data.resize import degrade, modcrop
+from perceptsr.data.resize import degrade, imresize, modcrop
 from perceptsr.errors import ConfigError, InputError
 from perceptsr.io.images import read_image
 
@@ -126,6 +126,29 @@ def test_small_images_are_skipped_and_none_usable_is_an_error(
     assert "im1.png" in caplog.text and "im2.png" not in caplog.text
     with pytest.raises(InputError, match="no training image"):
         make_dataset(write_pngs(tmp_path / "small", [(8, 8)]), patch_size=16)
+
+
+def test_scale_augment_adds_each_image_resized_before_its_degradation(tmp_path: Path) -> None:
+    """Factor 0.5 of a 35x41 image: MATLAB bicubic to 18x21 on the 8-bit grid, mod-cropped to 18x20, and the LR
+    made from that; full-size entries keep their cache keys, a resized one has its own; a resize that leaves the
+    image under the patch is skipped."""
+    folder, cache = write_pngs(tmp_path / "hr", [(35, 41), (24, 24)]), tmp_path / "cache"
+    plain = make_dataset(folder, cache_dir=cache)
+    ds = make_dataset(folder, cache_dir=cache, downscales=(0.5,))
+    assert len(plain) == 2 and len(ds) == 3  # 24x24 at 0.5 is 12x12, under the 16 patch
+    assert [p.name for p in ds.paths] == ["im0.png", "im0.png", "im1.png"]
+    full = read_image(folder / "im0.png").rgb
+    small = modcrop(torch.round(imresize(full, 0.5).clamp(0, 1) * 255) / 255, 2)
+    assert ds.hr_images[1].shape == (18, 20, 3)
+    np.testing.assert_array_equal(ds.hr_images[1], as_hwc(small[0]))
+    np.testing.assert_array_equal(ds.lr_images[1], as_hwc(degrade(small, 2)[0]))
+    np.testing.assert_array_equal(ds.hr_images[0], plain.hr_images[0])
+    assert data.cache_key(folder / "im0.png", 2) == data.cache_key(folder / "im0.png", 2, 1.0)
+    assert data.cache_key(folder / "im0.png", 2, 0.5) != data.cache_key(folder / "im0.png", 2)
+    assert len(list(cache.glob("*.npz"))) == 4  # two full-size entries, shared, and two at 0.5
+    for bad in [(1.0,), (0.0,), (0.5, 0.5), (1.5,)]:
+        with pytest.raises(ConfigError, match="scale_augment"):
+            DataConfig(scale_augment=bad)
 
 
 def test_patch_must_be_a_multiple_of_the_scale(tmp_path: Path) -> None:

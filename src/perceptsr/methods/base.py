@@ -219,7 +219,7 @@ class Method(nn.Module):
 
         return TrainDataset(
             data.train, scale=scale, patch_size=data.patch_size, hflip=data.hflip, rotate=data.rotate,
-            cache_dir=data.cache_dir, progress=progress,
+            cache_dir=data.cache_dir, progress=progress, downscales=data.scale_augment,
         )
 
     def on_train_start(self, batch: Batch, dataset: torch.utils.data.Dataset) -> None:

@@ -110,6 +110,9 @@ class SFTGAN(Method):
         if data.val:
             raise ConfigError("sftgan cannot validate during training (validation images have no segmentation "
                               "maps): leave data.val empty and evaluate exported models with `upscale --seg`")
+        if data.scale_augment:
+            raise ConfigError("sftgan cannot use data.scale_augment: the segmentation maps are made at the training "
+                              "images' own size")
         if not cfg.seg_dir:
             raise ConfigError("sftgan needs model.seg_dir, the maps of the training images "
                               "(perceptsr segment TRAIN_FOLDER -o SEG_DIR)")
