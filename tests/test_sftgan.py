@@ -246,6 +246,10 @@ def test_validation_and_missing_maps_are_config_errors(train_data: tuple[Path, P
     with pytest.raises(ConfigError, match="validate"):
         Trainer(parse_train_config(config), tmp_path / "run", progress=False)
     config = tiny_config(*train_data, other_start=0)
+    config["data"]["scale_augment"] = [0.5]  # resized images would not match their segmentation maps
+    with pytest.raises(ConfigError, match="scale_augment"):
+        Trainer(parse_train_config(config), tmp_path / "run", progress=False)
+    config = tiny_config(*train_data, other_start=0)
     config["model"]["seg_dir"] = str(tmp_path / "nowhere")
     with pytest.raises(InputError, match="perceptsr segment"):
         Trainer(parse_train_config(config), tmp_path / "run", progress=False)
