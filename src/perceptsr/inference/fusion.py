@@ -13,7 +13,7 @@ Each SFT layer becomes a FastSFT (two convs and one addcmul instead of four conv
 with a condition net's widening last 1x1 conv folded into it (FxSR: the SFT layers read the 1-channel t features).
 Measured on FxSR at 48x48 with a random t map (1 thread, 2-core AVX512-BF16 EPYC, three runs each, the CPU shared
 with a training run): 1.14x fp32, 1.09x bf16. Nearest x2 upsampling + 3x3 conv (RRDBNet, FxSR,
-SFTGAN) becomes NearestUpsampleConv: the conv's four output phases are 2x2 convs on the LR map, 2.25x fewer
+SFTGAN's torch form) becomes NearestUpsampleConv: the conv's four output phases are 2x2 convs on the LR map, 2.25x fewer
 multiply-adds and no upsampled copy of the input (the same as one conv with 3x3 LR kernels and 4x the outputs,
 which computes the zero taps too, measured 0.87-1.19x; not kept).
 A PReLU on a conv's output that nothing else reads overwrites that output (InPlacePReLU; big maps a band of rows
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 _ACTIVATION_FUNCTIONS = {F.relu: "relu", torch.relu: "relu", F.leaky_relu: "leaky_relu"}
 _FUSED_DTYPES = (torch.float32, torch.bfloat16)
+_TIMES_TWO = (2, 2.0, (2, 2), (2.0, 2.0))  # the scale_factor spellings of an x2 upsampling
 
 
 class FusedConv(nn.Module):
@@ -199,8 +200,8 @@ class NearestUpsampleConv(nn.Module):
     (a, b) going to HR pixel (2a - 1 + p, 2b - 1 + q). 4 x 4 instead of 4 x 9 multiply-adds per LR pixel and
     output channel; the upsampled map is never made. Exact up to float summation order. `python
     benchmarks/fusion.py --side 128 / 256` (64->64 + LeakyReLU, 2 threads, AVX512-BF16 EPYC): 1.61x / 1.15x
-    fp32, 1.76x / 1.78x bf16; whole RRDBNet x4 forwards at 128x128, A/B in one process: 1.06-1.09x fp32,
-    1.05x bf16.
+    fp32, 1.76x / 1.78x bf16; whole RRDBNet x4 forwards at 128x128, old and new fused copies alternated in one
+    process (a throwaway script, two runs): 1.06-1.09x fp32, 1.05x bf16.
     Needs a 3x3, stride 1, padding 1 conv without groups or dilation.
     """
 
@@ -514,8 +515,8 @@ def _nearest_x2(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
         module = modules.get(node.target)
         return type(module) is nn.Upsample and module.size is None and module.mode == "nearest" and \
-            module.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)) and not module.recompute_scale_factor
-    if node.op != "call_function" or node.target not in (F.interpolate, nn.functional.interpolate):
+            module.scale_factor in _TIMES_TWO and not module.recompute_scale_factor
+    if node.op != "call_function" or node.target is not F.interpolate:
         return False
     try:
         bound = inspect.signature(F.interpolate).bind(*node.args, **node.kwargs)
@@ -524,7 +525,7 @@ def _nearest_x2(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     bound.apply_defaults()
     arguments = bound.arguments
     return arguments["size"] is None and arguments["mode"] == "nearest" and \
-        arguments["scale_factor"] in (2, 2.0, (2, 2), (2.0, 2.0)) and not arguments["recompute_scale_factor"]
+        arguments["scale_factor"] in _TIMES_TWO and not arguments["recompute_scale_factor"]
 
 
 def _fuse_nearest_upsampling(g: _Graph) -> None:
