@@ -212,6 +212,25 @@ def test_a_resumed_run_takes_the_learning_rate_it_is_given(hr_folder: Path, tmp_
     assert load_checkpoint(find(out, "latest")).meta["step"] == 5
     assert max(float((after[k] - before[k]).abs().max()) for k in before) < 1e-9
 
+
+@pytest.mark.filterwarnings("ignore:RANDOM VGG")
+def test_wall_time_adds_up_over_resumed_sessions(hr_folder: Path, tmp_path: Path) -> None:
+    """A resumed session's elapsed_s (log rows and checkpoint) starts from the checkpoint's, not from zero: a model
+    card cites the whole run's wall time. The first session's clock is set back an hour so a reset would show."""
+    config = tiny(hr_folder, pretrain=2, gan=0)
+    out = tmp_path / "run"
+    trainer = Trainer(parse_train_config(config), out, progress=False)
+    trainer.elapsed_before = 3600.0
+    trainer.run()
+    assert load_checkpoint(find(out, "latest")).meta["elapsed_s"] >= 3600.0
+    phases = {"pretrain": {"iterations": 4}, "gan": {"iterations": 0}}
+    Trainer(parse_train_config({**config, "model": {**config["model"], "phases": phases}}), out, resume=True,
+            progress=False).run()
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    resumed = [r["elapsed_s"] for r in rows if "elapsed_s" in r and r["step"] > 2]
+    assert resumed and min(resumed) >= 3600.0
+    assert load_checkpoint(find(out, "latest")).meta["elapsed_s"] >= max(resumed)
+
 KILL_AFTER_CHECKPOINT = """
 import os, signal, sys
 from perceptsr.cli.main import main

@@ -193,6 +193,7 @@ class Trainer:
         self.method.on_train_start(self._first_batch(), self.dataset)
         self.ema = copy.deepcopy(self.method.generator).requires_grad_(False)
         self.step, self.best, self.optim_state, self.resumed_phase = 0, None, {}, None
+        self.elapsed_before, self.started = 0.0, time.time()  # wall time of earlier sessions of this run, and now
         if resume and has_checkpoint(self.run_dir):  # a run folder without a complete checkpoint starts at 0
             self._resume()
         elif config.init:
@@ -221,6 +222,11 @@ class Trainer:
         self.best = checkpoint.meta.get("best")
         self.optim_state = checkpoint.state.get("optimizers", {})
         self.resumed_phase = checkpoint.meta.get("phase")
+        self.elapsed_before = float(checkpoint.meta.get("elapsed_s", 0.0))
+
+    def elapsed(self) -> float:
+        """Training wall time summed over every session of this run, so a card can cite the run's whole cost."""
+        return self.elapsed_before + time.time() - self.started
 
     def _enter(self, span: Span) -> dict[str, torch.optim.Optimizer]:
         """Fresh optimisers for a phase (restored when resuming inside it) and only its networks trainable."""
@@ -314,7 +320,8 @@ class Trainer:
             self.best = {**metrics, "step": self.step}
         state = {"torch_rng": torch.get_rng_state(),
                  "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()}}
-        meta = {"phase": span.name, "best": self.best, "method": self.config.method, "scale": self.scale}
+        meta = {"phase": span.name, "best": self.best, "method": self.config.method, "scale": self.scale,
+                "elapsed_s": self.elapsed()}
         path = save_checkpoint(self.run_dir, self.step, collect_weights(self.method, self.ema), state, meta,
                                keep=self.config.keep_checkpoints)
         if improved:
@@ -337,7 +344,7 @@ class Trainer:
                                         device=self.device))
         bar = tqdm(total=self.total, initial=self.step, disable=not (self.progress and main), dynamic_ncols=True,
                    unit="it")
-        current, self.optimizers, started = None, {}, time.time()
+        current, self.optimizers, self.started = None, {}, time.time()
         self.method.train()
         try:
             while self.step < self.total:
@@ -364,7 +371,7 @@ class Trainer:
                                  else span.phase.discriminator_optimizer)  # the rate of what this phase trains
                     logger.log(self.step, span.name, {**logs, "lr": learning_rate(
                         optimizer.learning_rate, span.phase.schedule, local, span.phase.iterations),
-                        "elapsed_s": time.time() - started})
+                        "elapsed_s": self.elapsed()})
                 metrics = None
                 validating = self.val is not None and main and GENERATOR in span.phase.trains  # else nothing changed
                 if validating and (self.step % self.config.val_every == 0 or self.step == span.end):
