@@ -231,6 +231,7 @@ def test_wall_time_adds_up_over_resumed_sessions(hr_folder: Path, tmp_path: Path
     assert resumed and min(resumed) >= 3600.0
     assert load_checkpoint(find(out, "latest")).meta["elapsed_s"] >= max(resumed)
 
+
 KILL_AFTER_CHECKPOINT = """
 import os, signal, sys
 from perceptsr.cli.main import main
