@@ -25,7 +25,7 @@ from tolerance import assert_paths_close
 import perceptsr
 from perceptsr.cli.main import build_parser, main
 from perceptsr.data.resize import degrade, imresize
-from perceptsr.io.images import read_image, write_image, write_png16
+from perceptsr.io.images import read_image, write_image, write_png
 from perceptsr.metrics import psnr
 
 
@@ -40,7 +40,7 @@ def test_degrade_matches_the_library_and_keeps_bit_depth(tmp_path: Path) -> None
     Image.fromarray(photo(27, 34)).save(tmp_path / "a.png")
     deep = (photo(16, 20, seed=1).astype(np.uint16) * 257 + 7)
     with open(tmp_path / "b.png", "wb") as handle:
-        write_png16(handle, deep)
+        write_png(handle, deep)
     result = run("degrade", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "lr"),
                  "--scale", "4")
     assert result.returncode == 0, result.stderr
@@ -170,7 +170,7 @@ GOOD = {
 
 def _png16_gray() -> bytes:
     buffer = io.BytesIO()
-    write_png16(buffer, (np.arange(24 * 32).reshape(24, 32, 1) * 80).astype(np.uint16))
+    write_png(buffer, (np.arange(24 * 32).reshape(24, 32, 1) * 80).astype(np.uint16))
     return buffer.getvalue()
 
 
@@ -430,6 +430,7 @@ def test_os_errors_are_one_line_naming_the_file(tmp_path: Path, monkeypatch: pyt
         raise OSError(code, os.strerror(code), str(target))
 
     monkeypatch.setattr(images, "write_image", failing)
+    monkeypatch.setattr(images, "write_samples", failing)  # upscale's writer thread encodes converted samples
     assert main([command[0], str(one_image(tmp_path)), "-o", str(tmp_path / "out"), *command[1:]]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("perceptsr: error:") and expected in err
@@ -443,7 +444,7 @@ def test_an_os_error_without_a_file_name_names_the_output(tmp_path: Path, monkey
     def failing(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")  # as a write() to an open handle raises it
 
-    monkeypatch.setattr(images, "write_image", failing)
+    monkeypatch.setattr(images, "write_samples", failing)  # upscale's writer thread encodes converted samples
     assert main(["upscale", str(one_image(tmp_path)), "-o", str(tmp_path / "out"), "--model", "bicubic"]) == 2
     err = capsys.readouterr().err
     assert err == f"perceptsr: error: no space left on device (output: {tmp_path / 'out'})\n"

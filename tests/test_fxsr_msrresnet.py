@@ -131,6 +131,28 @@ def test_shrunk_detail_lets_detail_in_by_size_strongest_first(low: float, high: 
         assert torch.equal(dropped, size <= threshold * (1 - low) / low)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.floats(1e-3, 0.2), st.integers(0, 2**16))
+def test_region_detail_lets_textured_regions_in_first(low: float, high: float, threshold: float, seed: int) -> None:
+    """Share 0 keeps nothing, share 1 everything; in between each pixel keeps a fraction in [0, 1] of its detail,
+    which grows with the share; a strongly textured half is let in before a faint one."""
+    from perceptsr.methods.fxsr_nat import region_detail
+
+    low, high = min(low, high), max(low, high)
+    detail = torch.randn(2, 3, 40, 40, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    detail[..., :20] *= 10 * threshold  # a textured left half, a faint right half
+    detail[..., 20:] *= 0.1 * threshold
+    assert torch.equal(region_detail(detail, 0.0, threshold, 2.0), torch.zeros_like(detail))
+    torch.testing.assert_close(region_detail(detail, 1.0, threshold, 2.0), detail)
+    fractions = [region_detail(detail, s, threshold, 2.0) / detail for s in (low, high)]
+    for fraction in fractions:
+        assert float(fraction.min()) >= 0 and float(fraction.max()) <= 1 + 1e-9
+        torch.testing.assert_close(fraction, fraction[:, :1].expand_as(fraction))  # the same for every channel
+    assert bool((fractions[0] <= fractions[1] + 1e-9).all())
+    half = region_detail(detail, 0.5, threshold, 2.0) / detail  # at 1/2 the gate is the threshold itself
+    assert float(half[..., :12].min()) == 1.0 and float(half[..., 28:].max()) == 0.0
+
+
 def test_the_shrink_blend_moves_from_hr_to_the_teacher_through_the_base(tmp_path) -> None:
     """teacher_blend shrink: L1's target is (1 − u)·HR + u·base + shrunk_detail(teacher − base, u), u = share·t: at
     t = 0 HR, at t = 1 (share 1) the teacher's SR; per pixel for a t map. It needs teacher_base."""
@@ -158,6 +180,8 @@ def test_the_shrink_blend_moves_from_hr_to_the_teacher_through_the_base(tmp_path
     torch.testing.assert_close(losses["l1"], (sr - target).abs().mean())
     with pytest.raises(ConfigError, match="teacher_base"):
         FxSRNatConfig(teacher="natsr-x4", teacher_blend="shrink")
+    with pytest.raises(ConfigError, match="teacher_base"):
+        FxSRNatConfig(teacher="natsr-x4", teacher_blend="region")
 
 
 # --- the bundled controllable model ------------------------------------------------------------------------------

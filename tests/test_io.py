@@ -221,6 +221,29 @@ def test_16bit_written_png_is_standard(tmp_path: Path) -> None:
         assert np.array_equal(np.asarray(im.convert("RGB")), (values >> 8).astype(np.uint8))
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_encoder_round_trips_through_pillow_across_bands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             channels: int, dtype: type) -> None:
+    """write_png filters every row against the one above, across the bands it compresses separately."""
+    monkeypatch.setattr(pio, "PNG_BAND_BYTES", 100)  # a few rows per band
+    top = np.iinfo(dtype).max
+    values = np.random.default_rng(channels).integers(0, top + 1, (23, 7, channels)).astype(dtype)
+    path = tmp_path / "out.png"
+    with open(path, "wb") as file:
+        pio.write_png(file, values, level=1)
+    with Image.open(path) as im:
+        im.load()
+        if dtype == np.uint8:
+            decoded = np.asarray(im).reshape(values.shape)
+            assert im.mode == {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+            assert np.array_equal(decoded, values)
+    loaded = read_image(path)
+    assert loaded.bit_depth == (8 if dtype == np.uint8 else 16)
+    first = torch.from_numpy(values[..., 0].astype(np.int64))
+    assert torch.equal((loaded.rgb[0, 0] * top).round().to(torch.int64), first)
+
+
 # --- modes and metadata ------------------------------------------------------------------------------------
 
 def test_rgba_and_la(tmp_path: Path) -> None:
@@ -371,11 +394,11 @@ def test_write_rejects_nan(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("bit_depth", [8, 16])
+@pytest.mark.parametrize(("suffix", "bit_depth"), [("png", 8), ("png", 16), ("tif", 8)])
 @pytest.mark.parametrize("existing", [False, True])
-def test_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bit_depth: int,
-                                            existing: bool) -> None:
-    target = tmp_path / "out.png"
+def test_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str,
+                                            bit_depth: int, existing: bool) -> None:
+    target = tmp_path / f"out.{suffix}"
     if existing:
         target.write_bytes(b"old")
 
@@ -386,13 +409,13 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.
             fp.write(b"\x89PNG partial")
         raise RuntimeError("disk on fire")
 
-    if bit_depth == 16:
-        monkeypatch.setattr(pio, "write_png16", lambda file, samples, **options: broken_encoder(None, file))
+    if suffix == "png":  # PNGs are encoded by write_png, the other formats by Pillow
+        monkeypatch.setattr(pio, "write_png", lambda file, samples, **options: broken_encoder(None, file))
     else:
         monkeypatch.setattr(Image.Image, "save", broken_encoder)
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_image(target, random_rgb(), bit_depth=bit_depth, overwrite=existing)
-    assert [p.name for p in tmp_path.iterdir()] == (["out.png"] if existing else [])
+    assert [p.name for p in tmp_path.iterdir()] == ([target.name] if existing else [])
     if existing:
         assert target.read_bytes() == b"old"
 

@@ -19,6 +19,7 @@ import logging
 import platform
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -219,7 +220,7 @@ def test_fusion_folds_bn_and_fuses_what_follows_convs() -> None:
     if torch.backends.mkldnn.is_available():
         # conv_first, conv_hr and the two upsampling convs take their LeakyReLU, each block's conv1 its ReLU
         assert sorted(m.activation[0] for m in fused.values() if m.activation) == ["leaky_relu"] * 4 + ["relu"] * 2
-        assert [name for name, m in fused.items() if m.shuffle == 2] == ["upconv1", "upconv2"]
+        assert [name for name, m in fused.items() if m.shuffle == 2] == ["tail.layers.upconv1", "tail.layers.upconv2"]
         assert "body.0.conv2" in fused and "+" not in msrresnet.code.split("body_1_conv1")[0]  # residual add fused
         rrdb = speed.prepare(build_arch("rrdb", tiny=True), precision="fp32").model
         conv5 = rrdb.get_submodule("body.0.rdb1.conv5")
@@ -414,9 +415,11 @@ def test_row_block_conv_equals_the_conv(kernel: int, out_channels: int, bias: bo
         assert rewritten.count(RowBlockConv) == 1  # only the narrow conv; the 16->8 one is left
 
 
-def test_in_place_prelu_equals_prelu_and_only_replaces_a_prelu_nothing_else_reads() -> None:
+def test_in_place_prelu_equals_prelu_and_only_replaces_a_prelu_nothing_else_reads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from perceptsr.inference.fusion import InPlacePReLU, fuse_for_inference
 
+    monkeypatch.setattr(InPlacePReLU, "BAND_BYTES", 4 << 20)
     prelu = nn.PReLU(64)
     prelu.weight.data.uniform_(-0.5, 1.5)  # slopes of both signs and above 1
     x = torch.randn(2, 64, 131, 127).contiguous(memory_format=torch.channels_last)  # 8.5 MB: in 3 bands
@@ -443,6 +446,37 @@ def test_in_place_prelu_equals_prelu_and_only_replaces_a_prelu_nothing_else_read
     rewritten = fuse_for_inference(Both(), activations=True)
     if torch.backends.mkldnn.is_available():
         assert type(rewritten.act_a) is InPlacePReLU and type(rewritten.act_b) is nn.PReLU
+
+
+@pytest.mark.parametrize("precision", precisions("fp32", "bf16"))
+@pytest.mark.parametrize("arch", [name for name in ARCHS if name != "bicubic"])
+def test_upsampling_tail_in_bands_equals_the_whole_tail(monkeypatch: pytest.MonkeyPatch, arch: str,
+                                                        precision: str) -> None:
+    """Bands of a few rows (each layer's halo rows recomputed per band) give the rows the whole maps give, for
+    every architecture, two samples and a height no band size divides."""
+    from perceptsr.inference.bands import BandedTail
+
+    eager = build_arch(arch, tiny=True)
+    fast = speed.prepare(copy.deepcopy(eager), precision=precision)
+    tails = [m for m in fast.model.modules() if isinstance(m, BandedTail)]
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("the CPU rewrites need oneDNN")
+    assert len(tails) == 1 and tails[0].factor == eager.scale  # every upsampler is in the tail
+    lr, conditions = example_input(eager, 13)
+    lr, conditions = torch.cat([lr, lr.flip(-1)]), {k: torch.cat([v, v.flip(-1)]) for k, v in conditions.items()}
+    whole = []
+    monkeypatch.setattr(BandedTail, "forward", lambda self, x: whole.append(x.shape) or self._whole(x))
+    expected = fast(lr, **conditions)
+    monkeypatch.undo()
+    monkeypatch.setattr(BandedTail, "BAND_BYTES", 1)
+    monkeypatch.setattr(BandedTail, "MIN_ROWS", 3)  # 3 input rows -> 3 * scale output rows per band: 5 bands
+    calls = Counter()
+    for layer in tails[0].layers.values():
+        monkeypatch.setattr(layer, "forward", lambda *a, f=layer.forward, **k: calls.update([id(f)]) or f(*a, **k))
+    out = fast(lr, **conditions)
+    assert whole and min(calls.values()) == 2 * 5  # each layer ran once per band of each sample
+    depth = network_depth(eager) if precision == "fp32" else rounding_layers(eager)
+    assert_paths_close(out, expected, dtype=precision, depth=depth, what=f"{arch} {precision} banded vs whole")
 
 
 @pytest.mark.parametrize("precision", precisions("bf16"))

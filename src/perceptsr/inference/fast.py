@@ -195,11 +195,17 @@ class FastModel(nn.Module):
             if self._probe_pending:
                 self._probe(lr, conditions)
             out = self._call(lr, conditions, self.precision)
-            if self.precision != "fp32" and not bool(torch.isfinite(out).all()):
+            if self.precision != "fp32" and not all_finite(out):
                 log.warning("%s output has NaN/inf values; recomputing in fp32 (and staying in fp32)", self.precision)
                 self.precision = "fp32"
                 out = self._call(lr, conditions, "fp32")
             return out.contiguous()
+
+
+def all_finite(values: Tensor) -> bool:
+    """Whether every element is finite, in one pass over a clean tensor (a finite sum means no NaN or inf; a
+    sum that overflowed or is not finite sends it to the element-wise check)."""
+    return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
 
 
 def unwrap(model: nn.Module) -> nn.Module:

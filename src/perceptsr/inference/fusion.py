@@ -29,6 +29,8 @@ SRResNet end) times each rewrite against the layers it replaces, fp32 / bf16: co
 1.25-1.41x; SRResNet's end (upsampling conv, shuffle, PReLU, 9x9 64->3) 1.14-1.17x / 1.02-1.23x; 9x9 64->3
 2.61-3.68x / 1.89-2.10x; 3x3 64->3 1.51-1.57x / 1.10-1.36x. All exact up to float summation order
 (tests/test_speed.py).
+Last, the chain from the first upsampler to the last conv runs a band of output rows at a time (bands.py), so
+no full-size HR feature map is made.
 A model that cannot be traced (control flow on tensor values or shapes) keeps its plain copy.
 """
 
@@ -329,14 +331,16 @@ class RowBlockConv(nn.Module):
 class InPlacePReLU(nn.Module):
     """A PReLU that overwrites its input: for a map nothing else reads (a conv's fresh output).
 
-    A map over BAND_BYTES (the HR maps after an upsampler) is done a band of rows at a time, each band's result
-    copied back, so no second map is allocated: a fresh allocation of tens of MB gets fresh pages from the
-    kernel (glibc maps every block over 32 MB anew), and faulting them in cost more than the PReLU itself (in a
-    profile of the paper SRResNet x4's fp32 forward on 128x128, the PReLU on its 64 MB phase map took ~44 ms per
-    forward, ~2 ms in bands). Smaller maps, and any map while autograd records, take the plain prelu.
+    A map over BAND_BYTES (an HR map after an upsampler, where the tail is not run in bands: bands.py) is done a
+    band of rows at a time, each band's result copied back, so no second map is allocated: a fresh allocation of
+    tens of MB gets fresh pages from the kernel unless the allocator keeps freed blocks (allocator.py), and
+    faulting them in cost more than the PReLU itself (in a profile of the paper SRResNet x4's fp32 forward on
+    128x128, the PReLU on its 64 MB phase map took ~44 ms per forward, ~2 ms in bands). The bands of a BandedTail
+    (8-9 MB in SRResNet's x4 end) are done whole: sub-bands and their copies took 5.0 ms of its bf16 forward
+    at 128x128, whole bands 3.9 (2-core AMX Xeon). Any map while autograd records takes the plain prelu.
     """
 
-    BAND_BYTES = 4 << 20
+    BAND_BYTES = 16 << 20
 
     def __init__(self, prelu: nn.PReLU) -> None:
         super().__init__()
@@ -436,13 +440,14 @@ class _Graph:
         setattr(self.traced.get_submodule(parent) if parent else self.traced, name, module)
         self.modules[target] = module
 
-    def collapse(self, chain: list[fx.Node], module: nn.Module, args: tuple) -> None:
+    def collapse(self, chain: list[fx.Node], module: nn.Module, args: tuple, target: str | None = None) -> None:
         """Replace the chain conv -> ... -> last (each the only user of the one before) by one call of `module`,
-        placed where the last node was and stored under the conv's name."""
+        placed where the last node was and stored under `target` (default: the conv's name)."""
         conv_node, last = chain[0], chain[-1]
-        self.set_module(conv_node.target, module)
+        target = target or conv_node.target
+        self.set_module(target, module)
         with self.graph.inserting_before(last):
-            fused = self.graph.call_module(conv_node.target, args)
+            fused = self.graph.call_module(target, args)
         last.replace_all_uses_with(fused)
         for node in reversed(chain):
             self.graph.erase_node(node)
@@ -647,6 +652,9 @@ def fuse_for_inference(model: nn.Module, *, activations: bool) -> nn.Module:
         _fuse_polyphase(g)
         _rewrite_remaining_convs(g)
         _prelus_in_place(g)
+        from perceptsr.inference.bands import band_tails  # bands builds on this module's layers
+
+        band_tails(g)
     g.graph.lint()
     traced.delete_all_unused_submodules()
     traced.recompile()

@@ -257,10 +257,27 @@ def _decode_png16_color(im: Image.Image, path: Path, rawmode: str) -> np.ndarray
 def write_image(path: str | Path, rgb: Tensor, *, alpha: Tensor | None = None, grayscale: bool = False,
                 bit_depth: int = 8, overwrite: bool = False, png_level: int | None = None) -> None:
     """Write rgb (1,3,H,W) or (3,H,W), any range (clamped to [0,1]), atomically; the suffix picks the format.
-    png_level: zlib level 0-9 of a PNG (default: Pillow's 6).
+    png_level: zlib level 0-9 of a PNG (default 6, as Pillow's; written by write_png).
 
     grayscale=True writes one channel, the BT.601 luma (LUMA_WEIGHTS). alpha (1,1,H,W) must already be at the
     output size. bit_depth 16 is PNG only. An existing file is an InputError unless overwrite=True.
+    """
+    write_samples(path, image_samples(path, rgb, alpha=alpha, grayscale=grayscale, bit_depth=bit_depth),
+                  overwrite=overwrite, png_level=png_level)
+
+
+def has_nan(values: Tensor) -> bool:
+    """Whether any element is NaN, in one pass over a clean tensor (its sum is NaN only if some element is NaN
+    or +inf and -inf are both there; only then is every element looked at)."""
+    return bool(torch.isnan(values.sum())) and bool(torch.isnan(values).any())
+
+
+def image_samples(path: str | Path, rgb: Tensor, *, alpha: Tensor | None = None, grayscale: bool = False,
+                  bit_depth: int = 8) -> np.ndarray:
+    """write_image's checks and its conversion to integer samples (H,W,C), the part that runs torch ops.
+
+    A pipeline converts in its compute thread and writes (write_samples) in another: torch ops in a second
+    thread start a second team of worker threads, which on a 2-core machine slowed the forward beside it.
     """
     path = Path(path)
     fmt = _WRITE_FORMATS.get(path.suffix.lower())
@@ -273,21 +290,27 @@ def write_image(path: str | Path, rgb: Tensor, *, alpha: Tensor | None = None, g
         raise InputError(f"cannot write {path}: 16-bit output needs a .png file")
     if alpha is not None and fmt in _NO_ALPHA:
         raise InputError(f"cannot write {path}: {fmt} has no alpha channel (write a .png, .tif or .webp)")
-    if bool(torch.isnan(rgb.detach()).any()):
+    if has_nan(rgb.detach()):
         raise InputError(f"cannot write {path}: the result has NaN pixels (a numerical failure, e.g. fp16 "
                          f"overflow: try --precision fp32)")
-    samples = _to_samples(rgb, alpha, grayscale, bit_depth)
+    return _to_samples(rgb, alpha, grayscale, bit_depth)
+
+
+def write_samples(path: str | Path, samples: np.ndarray, *, overwrite: bool = False,
+                  png_level: int | None = None) -> None:
+    """Encode image_samples(path, ...) into path atomically (no torch ops: numpy, zlib and Pillow)."""
+    path = Path(path)
+    fmt = _WRITE_FORMATS[path.suffix.lower()]
     with atomic_output(path, overwrite=overwrite) as temp:
         try:
-            if bit_depth == 16:
+            if fmt == "PNG":
                 with open(temp, "wb") as file:
-                    write_png16(file, samples, level=6 if png_level is None else png_level)
+                    write_png(file, samples, level=6 if png_level is None else png_level)
             else:
                 image = Image.fromarray(samples.squeeze(-1) if samples.shape[-1] == 1 else samples)
-                if image.mode == "LA" and fmt != "PNG":
+                if image.mode == "LA":
                     image = image.convert("RGBA")
-                level = {"compress_level": png_level} if fmt == "PNG" and png_level is not None else {}
-                image.save(temp, format=fmt, **_SAVE_OPTIONS.get(fmt, {}), **level)
+                image.save(temp, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
         except OSError as error:
             raise InputError(f"cannot write {path}: {error}") from error
 
@@ -299,7 +322,7 @@ def _to_samples(rgb: Tensor, alpha: Tensor | None, grayscale: bool, bit_depth: i
     if rgb.dim() != 3 or rgb.shape[0] != 3:
         raise ValueError(f"write_image needs rgb of shape (1,3,H,W) or (3,H,W), got {tuple(rgb.shape)}")
     channels = rgb.detach().to("cpu", torch.float32)
-    if torch.isnan(channels).any():
+    if has_nan(channels):
         raise ValueError("write_image got NaN pixels (a numerical failure upstream, e.g. fp16 overflow)")
     if grayscale:
         weights = torch.tensor(LUMA_WEIGHTS).view(3, 1, 1)
@@ -317,26 +340,47 @@ def _to_samples(rgb: Tensor, alpha: Tensor | None, grayscale: bool, bit_depth: i
     return np.ascontiguousarray(scaled.numpy().astype(np.uint16))
 
 
-def write_png16(file: BinaryIO, samples: np.ndarray, *, level: int = 6) -> None:
-    """Encode uint16 (H,W,C) samples, C in 1..4, as a 16-bit PNG (Pillow cannot write 16-bit RGB(A) or LA).
+PNG_BAND_BYTES = 1 << 22  # rows filtered and compressed at a time, in bytes
+try:  # ISA-L's deflate: zlib's format, several times faster at levels 1-3 (write_png)
+    from isal import isal_zlib as fast_deflate
+except ImportError:  # a platform without its wheel: zlib
+    fast_deflate = None
 
-    Rows are written unfiltered and compressed in bands, so memory stays at one band of rows.
+
+def write_png(file: BinaryIO, samples: np.ndarray, *, level: int = 6) -> None:
+    """Encode uint8 or uint16 (H,W,C) samples, C in 1..4, as an 8- or 16-bit PNG (Pillow cannot write 16-bit
+    RGB(A) or LA, and its 8-bit encoder tries five filters on every row).
+
+    Every row takes PNG's Up filter (its difference from the row above), which compresses photographs about as
+    well as Pillow's per-row choice in less time. Levels 1-3 deflate with ISA-L (the `isal` package) where it is
+    installed: on a 16-MP photo-like image, filtered, ISA-L level 1 took 0.13 s for 29.6 MB where zlib level 1
+    took 0.68 s for 31.1 MB and zlib 6 1.53 s for 30.8 MB (2-core AMX Xeon). Level 0 stores; 4-9 are zlib's.
+    Rows are filtered and compressed in bands, so memory stays at one band of rows.
     """
     height, width, channels = samples.shape
+    depth = 16 if samples.dtype == np.uint16 else 8
     color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
 
     def chunk(kind: bytes, data: bytes) -> None:
         file.write(struct.pack(">I", len(data)) + kind + data)
         file.write(struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
+    def row_bytes(rows: np.ndarray) -> np.ndarray:
+        rows = rows.astype(">u2") if depth == 16 else rows
+        return np.ascontiguousarray(rows).reshape(rows.shape[0], -1).view(np.uint8)
+
     file.write(b"\x89PNG\r\n\x1a\n")
-    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0))
-    compressor = zlib.compressobj(level)
-    band = max(1, (1 << 22) // max(1, width * channels * 2))
+    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0))
+    compressor = (fast_deflate if fast_deflate is not None and 1 <= level <= 3 else zlib).compressobj(level)
+    band = max(1, PNG_BAND_BYTES // max(1, width * channels * depth // 8))
+    above = np.zeros((1, width * channels * depth // 8), np.uint8)
     for top in range(0, height, band):
-        rows = samples[top:top + band].astype(">u2").reshape(-1, width * channels).view(np.uint8)
-        rows = np.concatenate([np.zeros((rows.shape[0], 1), np.uint8), rows], axis=1)  # filter byte 0: none
-        data = compressor.compress(rows.tobytes())
+        rows = row_bytes(samples[top:top + band])
+        filtered = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+        filtered[:, 0] = 2  # filter type Up
+        np.subtract(rows, np.concatenate([above, rows[:-1]]), out=filtered[:, 1:])  # modulo 256, as PNG wants
+        above = rows[-1:]
+        data = compressor.compress(filtered.tobytes())
         if data:
             chunk(b"IDAT", data)
     chunk(b"IDAT", compressor.flush())
