@@ -1,5 +1,5 @@
-"""What perceptsr's allocator settings (inference/allocator.py) buy a forward: glibc keeping freed blocks up to
-32 MiB, PyTorch's huge pages for large tensors, both (perceptsr's default), neither.
+"""What perceptsr's allocator settings (inference/allocator.py) buy a forward: glibc keeping freed blocks (none
+mapped anew), PyTorch's huge pages for large tensors, both (perceptsr's default), neither.
 
 Each setting is read once per process, so every measurement is a fresh child process; the settings alternate,
 `--runs` times each, and the medians are printed. Each child times (best of 3, after a warm-up) one forward of

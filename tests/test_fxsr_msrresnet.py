@@ -189,8 +189,8 @@ def test_the_shrink_blend_moves_from_hr_to_the_teacher_through_the_base(tmp_path
 
 def test_bundled_fxsr_nat_x4_moves_from_the_psnr_model_to_a_natural_one(shared: callable) -> None:
     """Issue 19's bars, on a budget: at t = 0 within 0.3 dB of srresnet-x4 on Set5; on BSD100's first 10 images t = 1
-    is clearly more natural than t = 0 (NIQE) within 1.5 dB of srresnet-x4, and PSNR falls with t. NIQE is not
-    asserted monotone: t = 0.5 scores about as t = 0, as pixel blends of the two ends do (the model card)."""
+    is clearly more natural than t = 0 (NIQE) within 1.5 dB of srresnet-x4, PSNR falls with t, and t = 0.5 is more
+    natural than t = 0. NIQE is not asserted monotone: t = 0.25 scores worse than t = 0 (the model card)."""
     from perceptsr.conditions import ConditionOptions
     from perceptsr.evaluation.evaluate import evaluate
     from perceptsr.zoo.models import bundled_path, load_model
@@ -210,4 +210,4 @@ def test_bundled_fxsr_nat_x4_moves_from_the_psnr_model_to_a_natural_one(shared: 
     assert ends[1.0]["niqe"] < ends[0.0]["niqe"] - 0.5, ends
     assert ends[1.0]["psnr"] > reference["psnr"] - 1.5, (ends, reference)
     assert ends[1.0]["psnr"] < ends[0.5]["psnr"] < ends[0.0]["psnr"], ends
-    assert ends[1.0]["niqe"] < ends[0.5]["niqe"] - 0.5, ends
+    assert ends[0.5]["niqe"] < ends[0.0]["niqe"] - 0.3, ends
