@@ -10,8 +10,9 @@ ran 0.80-1.02x as fast (bf16 0.80-0.81x; two runs each).
 - glibc: M_MMAP_THRESHOLD 32 MiB (its maximum), M_TRIM_THRESHOLD 1 GiB and M_MMAP_MAX 0, so every block comes
   from the heap and stays there for reuse, the maps over 32 MiB of large tiles (64 channels of 524x524 in bf16
   are 35 MB) too. The process keeps what it freed, up to its peak. Measured with the upsampling tails in bands
-  (inference/bands.py), 2-core AMX Xeon: `perceptsr bench`'s end to end (8 photos of 1000x1000, srresnet-x4
-  bf16) 45.0 s against 50.1 s without M_MMAP_MAX 0; its 2000x2000 tiling case peaked at 1.54 GB against 1.46.
+  (inference/bands.py), 2-core AMX Xeon, one run each of a `perceptsr bench` section alone: end to end (8
+  photos of 1000x1000, srresnet-x4 bf16) 45.0 s against 50.1 s without M_MMAP_MAX 0; the 2000x2000 tiling case
+  peaked at 1.54 GB against 1.46.
   PERCEPTSR_KEEP_FREED_MEMORY=0 leaves malloc alone; other C libraries have no such knobs and are left alone.
 - PyTorch: huge pages for tensors of 2 MiB and more (THP_MEM_ALLOC_ENABLE=1, unless it is already set), so
   blocks the kernel does hand out fresh (the heap's growth) fault in 2 MiB at a time. PyTorch reads this once, at
