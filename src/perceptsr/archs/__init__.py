@@ -104,7 +104,8 @@ ARCHS: dict[str, ArchSpec] = {
         module=FxMSRResNet,
         config=FxMSRResNetConfig,
         scales=MSRRESNET_SCALES,
-        tiny=lambda scale: FxMSRResNetConfig(scale=scale, num_feat=8, num_block=2, cond_feat=4),
+        tiny=lambda scale: FxMSRResNetConfig(scale=scale, num_feat=8, num_block=2, cond_feat=4,
+                                             texture_gate=0.01),  # the bundled model's form
         description="FxSR's t-conditioning (SFT on a t map) on MSRResNet: the bundled fxsr-nat-x4 (project's own)",
     ),
 }

@@ -284,15 +284,17 @@ def cmd_train(*, config: Path | None, output: Path | None, overrides: list[str],
 
 
 def cmd_export(*, run: Path, output: Path, ema: bool = False, checkpoint: str = "latest",
-               overwrite: bool = False, half: bool = False, opset: int | None = None) -> int:
+               overwrite: bool = False, half: bool = False, opset: int | None = None,
+               overrides: list[str] | None = None) -> int:
     """`run` is a run folder, a release file or a bundled model's name; the output's extension picks the format
-    (.safetensors: a release file; .onnx: see perceptsr.inference.onnx)."""
+    (.safetensors: a release file; .onnx: see perceptsr.inference.onnx). `overrides` (key=value) change fields of
+    the generator's config that leave its weights as they are (e.g. fxsr_msrresnet's texture_gate)."""
     onnx = export_format(output, half=half, opset=opset)
     check_outputs([output], folder=output.parent, overwrite=overwrite)
     if not run.is_dir():
         if ema or checkpoint != "latest":
             raise InputError(f"--ema / --checkpoint choose weights in a run folder; {run} is not one")
-        return export_model(str(run), output, half=half, opset=opset, overwrite=overwrite)
+        return export_model(str(run), output, half=half, opset=opset, overwrite=overwrite, overrides=overrides)
     from perceptsr.archs import ARCHS
     from perceptsr.config import read_yaml
     from perceptsr.engine.checkpoint import find, load_checkpoint, split_prefix
@@ -305,6 +307,7 @@ def cmd_export(*, run: Path, output: Path, ema: bool = False, checkpoint: str = 
     generator = build_generator(config)
     generator.load_state_dict(split_prefix(saved.weights, "ema" if ema else "generator"), strict=True)
     arch = next(name for name, spec in ARCHS.items() if type(generator) is spec.module)
+    generator = with_config_overrides(generator, arch, overrides or [])
     step = saved.meta["step"]
     if onnx:
         from perceptsr.engine.checkpoint import WEIGHTS
@@ -334,8 +337,29 @@ def export_format(output: Path, *, half: bool, opset: int | None) -> bool:
     return suffix == ".onnx"
 
 
+def with_config_overrides(model: nn.Module, arch: str, overrides: list[str]) -> nn.Module:
+    """`model` rebuilt with `overrides` (key=value, YAML values) applied to its config and its weights loaded
+    again; a field that changes the weights' shapes is refused (the weights would not fit)."""
+    if not overrides:
+        return model
+    from perceptsr.config import apply_overrides, from_dict, to_dict
+    from perceptsr.zoo.release import build
+
+    config = from_dict(type(model.config), apply_overrides(to_dict(model.config), overrides), arch)
+    rebuilt = build(arch, config).eval().requires_grad_(False)
+    try:
+        rebuilt.load_state_dict(model.state_dict(), strict=True)
+    except RuntimeError as error:
+        raise InputError(f"--set {' '.join(overrides)}: the {arch} weights do not fit the changed config; --set can "
+                         f"only change fields that leave the weights as they are") from error
+    for name in ("release_metadata",):
+        if hasattr(model, name):
+            setattr(rebuilt, name, getattr(model, name))
+    return rebuilt
+
+
 def export_model(source: str, output: Path, *, half: bool = False, opset: int | None = None,
-                 overwrite: bool = False) -> int:
+                 overwrite: bool = False, overrides: list[str] | None = None) -> int:
     """Export a release file or a bundled model (not a run folder): as ONNX, or copied as a release file."""
     from perceptsr.archs import ARCHS
     from perceptsr.inference.onnx import DEFAULT_OPSET, OnnxModel, export_onnx
@@ -349,6 +373,7 @@ def export_model(source: str, output: Path, *, half: bool = False, opset: int | 
     arch = next(name for name, spec in ARCHS.items() if type(model) is spec.module)
     if not any(True for _ in model.parameters()):
         raise InputError(f"{arch} has no weights to export: it is computed, not learned (use --model {arch})")
+    model = with_config_overrides(model, arch, overrides or [])
     file = bundled_path(source) or Path(source)
     meta = {k: v for k, v in getattr(model, "release_metadata", {}).items()
             if k not in ("format", "version", "arch", "config", "scale")}

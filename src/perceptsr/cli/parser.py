@@ -311,7 +311,7 @@ def bind_train(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any
 
 def bind_export(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
     return commands_module().cmd_export, dict(run=a.run, output=a.output, ema=a.ema, checkpoint=a.checkpoint,
-                                              overwrite=a.overwrite, half=a.half, opset=a.opset)
+                                              overwrite=a.overwrite, half=a.half, opset=a.opset, overrides=a.set)
 
 
 def bind_plot(a: argparse.Namespace) -> tuple[Callable[..., int], dict[str, Any]]:
@@ -509,6 +509,9 @@ def build_parser() -> Parser:
     p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 17..20 (default 17)")
     p.add_argument("--ema", action="store_true", help="export the EMA generator")
     p.add_argument("--checkpoint", default="latest", metavar="WHICH", help="latest, best or a step number")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a field of the generator's config that leaves its weights as they are, e.g. "
+                   "texture_gate=0.03 (fxsr_msrresnet); repeatable")
     add_overwrite(p)
 
     p = command("plot", "Training curves of runs: loss terms, validation PSNR/SSIM, learning rate, curricula",
