@@ -157,3 +157,26 @@ def test_bad_weight_files(tmp_path, monkeypatch) -> None:
         VGGFeatureExtractor(["conv1_1"], weights=tmp_path / "vgg19-dcbb9e9d.pth")
     with pytest.raises(ConfigError, match="conv6_1"):
         VGGFeatureExtractor(["conv6_1"], allow_random=True)
+
+
+def test_weights_stored_in_bf16_give_the_autocast_features_and_gradients(fake_file: str) -> None:
+    """store_in(bf16) (what the trainer does under bf16 autocast): under autocast the features and the input's
+    gradient are the ones the fp32-stored extractor gives (autocast casts its weights the same way, every call);
+    outside autocast it computes in bf16 instead of failing on the dtype."""
+    stored = VGGFeatureExtractor(["relu1_2", "conv2_2"], weights=fake_file)
+    reference = VGGFeatureExtractor(["relu1_2", "conv2_2"], weights=fake_file)
+    assert stored.store_in(torch.bfloat16) is stored and stored.mean.dtype == torch.float32
+    x = torch.rand(2, 3, 24, 20)
+    results = []
+    for extractor in (stored, reference):
+        image = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            features = extractor(image)
+        sum(f.float().sum() for f in features.values()).backward()
+        results.append((features, image.grad))
+    for name in ("relu1_2", "conv2_2"):
+        assert torch.equal(results[0][0][name], results[1][0][name])
+    assert torch.equal(results[0][1], results[1][1])
+    plain = stored(x)["conv2_2"]
+    assert plain.dtype == torch.bfloat16
+    torch.testing.assert_close(plain.float(), results[1][0]["conv2_2"].float())

@@ -150,10 +150,24 @@ class VGGFeatureExtractor(nn.Module):
             x = x.flip(1) * 255.0
         return (x - self.mean) / self.std
 
+    def store_in(self, dtype: torch.dtype) -> VGGFeatureExtractor:
+        """Keep the convs' weights in `dtype` (bf16 for training under bf16 autocast).
+
+        Autocast casts a conv's fp32 weights to its dtype at every call, and caches that cast only for weights
+        that require grad, which a frozen VGG's do not: 20M parameters converted twice per SRGAN step, 12% of a
+        bf16 step on a 2-core CPU. Stored already cast, the convs compute the same numbers under autocast (the
+        same rounding, once); outside autocast the input is cast to `dtype` here too. The normalisation stays fp32.
+        """
+        self.vgg.to(dtype)
+        return self
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputError(f"VGG features expect N×3×H×W RGB images, got shape {tuple(x.shape)}")
         feat = self.prepare(x)
+        stored = self.vgg.features[0].weight.dtype
+        if feat.dtype != stored and not torch.is_autocast_enabled(feat.device.type):
+            feat = feat.to(stored)
         found: dict[str, Tensor] = {}
         for index, layer in enumerate(self.vgg.features):
             feat = layer(feat)

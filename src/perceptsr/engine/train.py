@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
+from perceptsr.archs.vgg import VGGFeatureExtractor
 from perceptsr.data.datasets import TrainBatchSampler, ValDataset, make_train_loader
 from perceptsr.engine import distributed
 from perceptsr.engine.checkpoint import (
@@ -202,6 +203,10 @@ class Trainer:
         memory = torch.channels_last if config.channels_last else torch.preserve_format
         self.method.to(self.device, memory_format=memory)
         self.ema.to(self.device, memory_format=memory)
+        if self.precision != "fp32":  # frozen feature extractors keep their weights in the autocast dtype
+            for module in self.method.modules():
+                if isinstance(module, VGGFeatureExtractor):
+                    module.store_in(torch.bfloat16 if self.precision == "bf16" else torch.float16)
         self.scalers = {role: torch.amp.GradScaler("cuda", enabled=self.precision == "fp16") for role in "dg"}
         self.stop_requested = False
 
