@@ -27,7 +27,7 @@ BUNDLED: dict[str, BundledModel] = {
     "srresnet-x4": BundledModel("srresnet_x4.safetensors", 4, "MSRResNet x4, L1, trained on CPU (Set5 31.71 dB Y)"),
     "natsr-x4": BundledModel("natsr_x4.safetensors", 4, "NatSR x4, perceptual (BSD100 NIQE 5.21), trained on CPU"),
     "fxsr-nat-x4": BundledModel("fxsr_nat_x4.safetensors", 4,
-                                "FxSR on MSRResNet x4, t from PSNR (0) to natural (1), trained on CPU",
+                                "FxSR on MSRResNet x4, t from PSNR (0) to natural (1), texture first; trained on CPU",
                                 demo=(":t=0,label=fxsr-nat-x4_t0", ":t=1,label=fxsr-nat-x4_t1")),
 }
 
