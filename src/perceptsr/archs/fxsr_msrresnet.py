@@ -14,11 +14,12 @@ every other layer, so t already changes the output.
 `texture_gate` (not in FxSR; 0 turns it off) changes what a t between 0 and 1 asks for: not every pixel part of
 the way to the perceptual end, but the textured regions all of the way, more of them as t grows. The t map
 entering the condition network becomes conditions.texture.texture_gated_t(t, lr, texture_gate): 1 where the LR's
-local high-frequency RMS is above texture_gate·(1 − t)/t, 0 half that threshold below, ramped between; t = 0 and
-t = 1 stay themselves, and a pixel's gate reads only its own t (a painted map still acts locally). Why: a network
+texture strength (`texture_strength`: its structure tensor's smaller eigenvalue, small on flat regions and along
+straight edges) is above texture_gate·(1 − t)/t, 0 half that threshold below, ramped between; t = 0 and t = 1
+stay themselves, and a pixel's gate reads only its own t (a painted map still acts locally). Why: a network
 trained for t from 0 to 1 interpolates between its two ends, and a faint layer of the perceptual end's grain
-over the smooth one looks less natural to NIQE than either (the fxsr-nat-x4 card: NIQE rose from t = 0 to 0.25
-in three trainings that tried to teach it otherwise); by region, each pixel gets one end or the other.
+over the smooth one looks less natural to NIQE than either (the fxsr-nat-x4 card: NIQE rose from t = 0 to 0.25,
+also in the fine-tunes that tried to teach it otherwise); by region, each pixel gets one end or the other.
 """
 
 from __future__ import annotations

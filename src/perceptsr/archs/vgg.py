@@ -154,9 +154,10 @@ class VGGFeatureExtractor(nn.Module):
         """Keep the convs' weights in `dtype` (bf16 for training under bf16 autocast).
 
         Autocast casts a conv's fp32 weights to its dtype at every call, and caches that cast only for weights
-        that require grad, which a frozen VGG's do not: 20M parameters converted twice per SRGAN step, 12% of a
-        bf16 step on a 2-core CPU. Stored already cast, the convs compute the same numbers under autocast (the
-        same rounding, once); outside autocast the input is cast to `dtype` here too. The normalisation stays fp32.
+        that require grad, which a frozen VGG's do not: its weights were converted at every call, twice per SRGAN
+        step (the bench's small SRGAN step on a 2-core AMX Xeon: 0.226 s against 0.238). Stored already cast, the
+        convs compute the same numbers under autocast (the same rounding, once); outside autocast the input is
+        cast to `dtype` here too. The normalisation stays fp32.
         """
         self.vgg.to(dtype)
         return self

@@ -352,9 +352,8 @@ def with_config_overrides(model: nn.Module, arch: str, overrides: list[str]) -> 
     except RuntimeError as error:
         raise InputError(f"--set {' '.join(overrides)}: the {arch} weights do not fit the changed config; --set can "
                          f"only change fields that leave the weights as they are") from error
-    for name in ("release_metadata",):
-        if hasattr(model, name):
-            setattr(rebuilt, name, getattr(model, name))
+    if hasattr(model, "release_metadata"):
+        rebuilt.release_metadata = model.release_metadata
     return rebuilt
 
 

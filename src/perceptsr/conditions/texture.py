@@ -1,4 +1,4 @@
-"""Where an image is textured: the local RMS of its high frequencies, and a gate that lets regions in by it.
+"""Where an image is textured (its structure tensor), and a gate that lets regions in by a strength.
 
 One rule serves two places. fxsr_nat's `region` target lets a teacher's detail into a region once that detail's
 local RMS passes threshold·(1 − s)/s at share s (methods/fxsr_nat.py), and fxsr_msrresnet's `texture_gate` turns

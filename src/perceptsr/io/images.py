@@ -293,7 +293,7 @@ def image_samples(path: str | Path, rgb: Tensor, *, alpha: Tensor | None = None,
     if has_nan(rgb.detach()):
         raise InputError(f"cannot write {path}: the result has NaN pixels (a numerical failure, e.g. fp16 "
                          f"overflow: try --precision fp32)")
-    return _to_samples(rgb, alpha, grayscale, bit_depth)
+    return _to_samples(rgb, alpha, grayscale, bit_depth, nan_checked=True)
 
 
 def write_samples(path: str | Path, samples: np.ndarray, *, overwrite: bool = False,
@@ -315,14 +315,16 @@ def write_samples(path: str | Path, samples: np.ndarray, *, overwrite: bool = Fa
             raise InputError(f"cannot write {path}: {error}") from error
 
 
-def _to_samples(rgb: Tensor, alpha: Tensor | None, grayscale: bool, bit_depth: int) -> np.ndarray:
-    """Integer samples (H,W,C): C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA."""
+def _to_samples(rgb: Tensor, alpha: Tensor | None, grayscale: bool, bit_depth: int, *,
+                nan_checked: bool = False) -> np.ndarray:
+    """Integer samples (H,W,C): C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA. `nan_checked`: the caller has refused
+    NaN already (image_samples), so the pixels are not looked at again."""
     if rgb.dim() == 4 and rgb.shape[0] == 1:
         rgb = rgb[0]
     if rgb.dim() != 3 or rgb.shape[0] != 3:
         raise ValueError(f"write_image needs rgb of shape (1,3,H,W) or (3,H,W), got {tuple(rgb.shape)}")
     channels = rgb.detach().to("cpu", torch.float32)
-    if has_nan(channels):
+    if not nan_checked and has_nan(channels):
         raise ValueError("write_image got NaN pixels (a numerical failure upstream, e.g. fp16 overflow)")
     if grayscale:
         weights = torch.tensor(LUMA_WEIGHTS).view(3, 1, 1)
