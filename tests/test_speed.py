@@ -213,7 +213,7 @@ def test_fast_path_equals_eager(arch: str, precision: str) -> None:
 
 
 def test_fusion_folds_bn_and_fuses_what_follows_convs() -> None:
-    from perceptsr.inference.fusion import FusedConv
+    from perceptsr.inference.fusion import ConcatTailConv, FusedConv
 
     msrresnet = speed.prepare(build_arch("msrresnet", tiny=True), precision="fp32").model
     fused = {name: m for name, m in msrresnet.named_modules() if isinstance(m, FusedConv)}
@@ -223,14 +223,39 @@ def test_fusion_folds_bn_and_fuses_what_follows_convs() -> None:
         assert [name for name, m in fused.items() if m.shuffle == 2] == ["tail.layers.upconv1", "tail.layers.upconv2"]
         assert "body.0.conv2" in fused and "+" not in msrresnet.code.split("body_1_conv1")[0]  # residual add fused
         rrdb = speed.prepare(build_arch("rrdb", tiny=True), precision="fp32").model
-        conv5 = rrdb.get_submodule("body.0.rdb1.conv5")
-        assert isinstance(conv5, FusedConv)  # x + 0.2 * conv5(...): the 0.2 is in the weights
-        torch.testing.assert_close(conv5.weight, build_arch("rrdb", tiny=True).body[0].rdb1.conv5.weight * 0.2)
+        conv5 = rrdb.get_submodule("body.0.rdb1.conv5")  # x + 0.2 * conv5(cat(...)): 0.2 in the weights, split
+        assert isinstance(conv5, ConcatTailConv)
+        torch.testing.assert_close(torch.cat([conv5.head.weight, conv5.tail.weight], 1),
+                                   build_arch("rrdb", tiny=True).body[0].rdb1.conv5.weight * 0.2)
     srresnet = speed.prepare(build_arch("srresnet", tiny=True), precision="fp32").model
     assert not any(isinstance(m, nn.BatchNorm2d) for m in srresnet.modules())
     source = build_arch("msrresnet", tiny=True)
     speed.prepare(source, precision="fp32")
     assert type(source.conv_first) is nn.Conv2d  # the caller's model is left as it was
+
+
+@pytest.mark.parametrize("precision", precisions("fp32", "bf16"))
+def test_dense_block_convs_read_the_concatenation_made_for_the_conv_before(precision: str) -> None:
+    """FRSR's dense blocks: every other conv and the 1x1 fusion conv run as ConcatTailConv; fewer copies, same
+    output."""
+    from perceptsr.archs.natsr import FRSR, FRSRConfig
+    from perceptsr.inference.fusion import ConcatTailConv
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("the CPU rewrites need oneDNN")
+    torch.manual_seed(0)
+    eager = FRSR(FRSRConfig(scale=2, num_feat=8, num_block=4, num_layer=5)).eval()
+    fast = speed.prepare(copy.deepcopy(eager), precision=precision)
+    split = sorted(name.split(".", 2)[2] for name, m in fast.model.named_modules()
+                   if isinstance(m, ConcatTailConv) and name.startswith("blocks.0."))
+    assert split == ["conv_fusion", "convs.1", "convs.3"]  # their prefixes: x, cat(x, f1, f2), cat(x, ..., f4)
+    cats = [n for n in fast.model.graph.nodes if n.target is torch.cat]
+    assert len(cats) == 2 * 4 and all(len(n.args[0]) > 1 for n in cats)  # was 6 a block, one of them of x alone
+    lr = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = eager(lr)
+    depth = network_depth(eager) if precision == "fp32" else rounding_layers(eager)
+    assert_paths_close(fast(lr), expected, dtype=precision, depth=depth, what=f"frsr {precision} split vs eager")
 
 
 @pytest.mark.parametrize("shuffle, activation", [(2, None), (2, ("leaky_relu", 0.2)), (3, ("relu", 0.0))])
