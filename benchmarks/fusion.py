@@ -8,7 +8,9 @@ add (RRDB, residual blocks), conv 64->256 + pixel shuffle 2 + LeakyReLU (sub-pix
 3x3 and 9x9 64->3 (the final conv of every generator) vs RowBlockConv; SRResNet's end (conv 64->256, shuffle 2,
 PReLU, RowBlockConv 9x9 64->3) vs the shuffle skipped and the 9x9 run on the LR phases (polyphase_conv);
 nearest x2 + conv 3x3 64->64 + LeakyReLU (RRDBNet's upsampling stages) as FusedConv after F.interpolate vs
-NearestUpsampleConv.
+NearestUpsampleConv; FRSR's dense block (5 convs + 1x1 fusion, each on the concatenation of all before) as
+FusedConvs on torch.cat vs the fused block, whose convs read the concatenation made for the conv before
+(ConcatTailConv).
 Prints milliseconds and the ratio; the ratios are what count.
 """
 
@@ -27,11 +29,13 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402, N812
 
+from perceptsr.archs.natsr import DenseBlock  # noqa: E402
 from perceptsr.inference.fast import native_reduced_precision  # noqa: E402
 from perceptsr.inference.fusion import (  # noqa: E402
     FusedConv,
     NearestUpsampleConv,
     RowBlockConv,
+    fuse_for_inference,
     polyphase_conv,
 )
 
@@ -63,6 +67,20 @@ def cases(side: int) -> dict[str, tuple[Layer, Layer]]:
     phases_prelu.weight.data = prelu.weight.detach().repeat(4)
     phases, polyphase = FusedConv(up, shuffle=2, unshuffle=False), FusedConv(polyphase_conv(narrow9, 2), shuffle=2)
     upsampling = NearestUpsampleConv(conv, ("leaky_relu", 0.1))
+    block = DenseBlock(64, 5, 0.1).eval()
+    block_convs = [FusedConv(c, activation=("relu", 0.0)) for c in block.convs]
+    block_fusion = FusedConv(block.conv_fusion, scale=block.res_scale)
+
+    fused_block = fuse_for_inference(block, activations=True)
+
+    def computed(x: torch.Tensor) -> torch.Tensor:  # a block's input comes in the dtype the convs compute in
+        return x.to(torch.get_autocast_dtype("cpu")) if torch.is_autocast_enabled("cpu") else x
+
+    def concatenating(x: torch.Tensor) -> torch.Tensor:  # the block with FusedConvs only
+        features = [computed(x)]
+        for layer in block_convs:
+            features.append(layer(torch.cat(features, 1)))
+        return block_fusion(torch.cat(features, 1), features[0])
 
     def like() -> torch.Tensor:  # the residual in the dtype the conv output has
         return residual.to(torch.get_autocast_dtype("cpu")) if torch.is_autocast_enabled("cpu") else residual
@@ -74,6 +92,7 @@ def cases(side: int) -> dict[str, tuple[Layer, Layer]]:
                                        lambda x: polyphase(phases_prelu(phases(x)))),
             "nearest x2 + conv3x3 + LReLU": (
                 lambda x: with_activation(F.interpolate(x, scale_factor=2, mode="nearest")), upsampling),
+            "FRSR dense block": (concatenating, lambda x: fused_block(computed(x))),
             "conv3x3 64->3": (narrow3, blocked3),
             "conv9x9 64->3": (narrow9, blocked9)}
 

@@ -291,7 +291,10 @@ class ConcatTailConv(nn.Module):
     output with oneDNN's binary-add post-op, one extra pass over the 64-channel output instead. Whole forwards at
     128x128 (FxSR 96x96), old and new fused copies alternated in one process (a throwaway script, best of 3, 2-core
     AMX Xeon): FRSR 1.02-1.05x fp32, 1.05-1.09x bf16 (three runs), RRDBNet 1.03x / 1.04-1.06x, FxSR 1.00-1.01x /
-    1.01-1.02x (two runs). Every conv split into one conv per piece, no concatenation at all, was slower in bf16 on
+    1.01-1.02x (two runs). `python benchmarks/fusion.py` (one FRSR block, one run each): fp32 / bf16 1.10x / 1.21x
+    at 128x128, 1.23x / 1.42x at 256x256 with glibc's defaults (every concatenation a fresh, faulted-in map); with the
+    allocator settings the CLI makes (inference/allocator.py) 1.03x / 1.05x and 1.09x / 1.09x.
+    Every conv split into one conv per piece, no concatenation at all, was slower in bf16 on
     an RRDB block (5.44 against 4.68 ms at 128x128): convs reading 32 channels fill AMX poorly. (PyTorch's oneDNN
     conv takes only contiguous inputs, so a channel slice of one growing buffer would be copied all the same.)
     Exact up to float summation order.
