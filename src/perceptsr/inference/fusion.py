@@ -611,7 +611,9 @@ def _fuse_shuffles_and_activations(g: _Graph) -> None:
 
 
 def _in_channels(module: nn.Module | None) -> int | None:
-    """Input channels of a conv (plain or fused), else None."""
+    """Channels of the map a conv (plain, fused, or the prefix a ConcatTailConv reads) takes first, else None."""
+    if isinstance(module, ConcatTailConv):
+        module = module.head
     if isinstance(module, (nn.Conv2d, FusedConv)):
         return module.weight.shape[1] * module.groups
     return None
@@ -640,8 +642,8 @@ def _split_concat_tails(g: _Graph) -> None:
         parts, conv = _concatenation(whole), _only_user(whole)
         fused = g.modules.get(conv.target) if conv is not None and conv.op == "call_module" else None
         if not parts or len(parts) < 2 or not isinstance(fused, FusedConv) or fused.shuffle > 1 or \
-                fused.groups != 1 or (fused.activation or ("relu",))[0] != "relu" or g.calls(conv.target) != 1 or \
-                conv.args[0] is not whole or conv.kwargs:
+                fused.groups != 1 or (fused.activation is not None and fused.activation[0] != "relu") or \
+                g.calls(conv.target) != 1 or conv.args[0] is not whole or conv.kwargs:
             continue
         prefix = made.get(tuple(parts[:-1])) if len(parts) > 2 else parts[0]
         widths = {_in_channels(g.modules.get(u.target)) for u in (prefix.users if prefix is not None else ())
