@@ -70,7 +70,6 @@ def cases(side: int) -> dict[str, tuple[Layer, Layer]]:
     block = DenseBlock(64, 5, 0.1).eval()
     block_convs = [FusedConv(c, activation=("relu", 0.0)) for c in block.convs]
     block_fusion = FusedConv(block.conv_fusion, scale=block.res_scale)
-
     fused_block = fuse_for_inference(block, activations=True)
 
     def computed(x: torch.Tensor) -> torch.Tensor:  # a block's input comes in the dtype the convs compute in
